@@ -1,0 +1,21 @@
+"""Test settings: the demo project's, with fast hashing and test-only tweaks.
+
+``DATABASE_URL`` and ``REDIS_URL`` select real PostgreSQL / Redis exactly as in production.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DEBUG", "1")
+
+from project.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+SERVESTATIC_AUTOREFRESH = True
+SERVESTATIC_USE_FINDERS = True
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
