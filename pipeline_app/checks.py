@@ -92,3 +92,63 @@ def _check_numbers(
                 )
             )
     return errors
+
+
+def check_registered_pipelines(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Code-defined pipelines must name registered stages, sources and sinks."""
+    from pipeline_app.registry import registry
+
+    errors: list[CheckMessage] = []
+    for spec in registry.pipelines.values():
+        snapshot = {
+            "stages": [s.as_dict() for s in spec.stages],
+            "source": spec.source,
+            "sink": spec.sink,
+        }
+        for missing in registry.missing_names(snapshot):
+            errors.append(
+                Error(
+                    f"Pipeline {spec.name!r} refers to unregistered {missing}.",
+                    hint="Register it with @registry.stage/source/sink in a pipelines.py module.",
+                    obj=spec.name,
+                    id="pipeline_app.E010",
+                )
+            )
+    return errors
+
+
+def check_definitions(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Definitions in the database must name registered stages, sources and sinks."""
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from pipeline_app.models import PipelineDefinition
+    from pipeline_app.registry import registry
+
+    errors: list[CheckMessage] = []
+    for database in databases:
+        try:
+            definitions = list(
+                PipelineDefinition.objects.using(database).prefetch_related("stages")
+            )
+        except DatabaseError:  # not migrated yet
+            continue
+        for definition in definitions:
+            for missing in registry.missing_names(definition.snapshot()):
+                errors.append(
+                    Error(
+                        f"Pipeline definition {definition.name!r} refers to unregistered "
+                        f"{missing}.",
+                        hint="Register it in code, or edit the definition in the admin.",
+                        obj=definition,
+                        id="pipeline_app.E011",
+                    )
+                )
+    return errors

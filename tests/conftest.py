@@ -40,3 +40,28 @@ def redis_url() -> str:
 def postgres_url() -> str:
     url = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
     return require_service("PostgreSQL", url, 5432)
+
+
+@pytest.fixture
+def subprocess_env(transactional_db: None) -> dict[str, str]:
+    """Environment for a ``manage.py`` subprocess that uses the test database."""
+    from django.db import connection
+
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        url = f"sqlite:///{settings['NAME']}"
+    else:
+        user = settings["USER"] or "postgres"
+        host = f"{settings['HOST'] or '127.0.0.1'}:{settings['PORT'] or 5432}"
+        url = f"postgres://{user}@{host}/{settings['NAME']}"
+    env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL"}}
+    env.update(DJANGO_SETTINGS_MODULE="tests.settings", DATABASE_URL=url, DEBUG="1")
+    return env
+
+
+@pytest.fixture
+def synced_pipelines(transactional_db: None) -> None:
+    """Code-defined pipelines as definitions (transactional tests flush them between tests)."""
+    from pipeline_app.definitions import sync_code_pipelines
+
+    sync_code_pipelines()

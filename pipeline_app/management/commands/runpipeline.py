@@ -1,0 +1,135 @@
+"""``manage.py runpipeline NAME``: run a pipeline in-process and record it like a web run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pipeline_app import jobs, reporting, runner
+from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
+from pipeline_app.params import ParamError, parse_assignments
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class Command(BaseCommand):
+    help = "Run a registered pipeline in this process (trigger 'cli') and print its summary."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", nargs="?", help="Pipeline name (see --list).")
+        parser.add_argument("--list", action="store_true", help="List pipelines and exit.")
+        parser.add_argument(
+            "--param",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="Source parameter; repeat for several. 'sink.KEY=VALUE' sets a sink parameter.",
+        )
+        parser.add_argument("--input", metavar="PATH", help="Read from this file (source 'path').")
+        parser.add_argument("--output", metavar="PATH", help="Write outputs as JSON Lines here.")
+        parser.add_argument("--no-timing", action="store_true", help="Skip per-item timing.")
+        parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
+        parser.add_argument("--quiet", action="store_true", help="No progress and no summary.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["list"]:
+            self._list()
+            return
+        if not options["name"]:
+            raise CommandError(
+                "Give a pipeline name, or --list to see them.", returncode=EXIT_USAGE
+            )
+        run = self._create(options)
+        show_progress = not options["quiet"] and not options["json"] and sys.stderr.isatty()
+        cancel = threading.Event()
+        previous = self._trap_sigint(cancel)
+        try:
+            claimed = jobs.claim_run(run, jobs.worker_identity(":cli"))
+            if not claimed:
+                raise CommandError(f"Run #{run.pk} was claimed by another worker.", returncode=1)
+            run = runner.execute(
+                run,
+                cancel_event=cancel,
+                progress_hook=self._progress_printer() if show_progress else None,
+            )
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            if show_progress:
+                sys.stderr.write("\n")
+        self._report(run, options)
+
+    def _list(self) -> None:
+        for definition in PipelineDefinition.objects.prefetch_related("stages"):
+            stages = " -> ".join(s.stage for s in definition.stages.all())
+            state = "" if definition.is_active else " (inactive)"
+            self.stdout.write(
+                f"{definition.name}{state}: {definition.source} -> {stages} -> {definition.sink}"
+            )
+
+    def _create(self, options: dict[str, Any]) -> PipelineRun:
+        try:
+            definition = PipelineDefinition.objects.get(name=options["name"])
+        except PipelineDefinition.DoesNotExist:
+            known = ", ".join(PipelineDefinition.objects.values_list("name", flat=True)) or "none"
+            raise CommandError(
+                f"Unknown pipeline {options['name']!r}. Known: {known}.", returncode=EXIT_USAGE
+            ) from None
+        try:
+            raw = parse_assignments(options["param"])
+            params: dict[str, dict[str, Any]] = {"source": {}, "sink": {}}
+            for key, value in raw.items():
+                target, _, name = key.rpartition(".")
+                params["sink" if target == "sink" else "source"][name] = value
+            if options["input"]:
+                params["source"]["path"] = options["input"]
+            overrides: dict[str, Any] = {}
+            if options["output"]:
+                overrides.update(sink="jsonl", sink_params={"path": options["output"]})
+            if options["no_timing"]:
+                overrides["enable_timing"] = False
+            return jobs.create_run(
+                definition, params=params, trigger=Trigger.CLI, overrides=overrides
+            )
+        except ParamError as exc:
+            raise CommandError(str(exc), returncode=EXIT_USAGE) from None
+
+    @staticmethod
+    def _trap_sigint(cancel: threading.Event) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handle(signum: int, frame: Any) -> None:
+            if cancel.is_set():
+                raise KeyboardInterrupt
+            cancel.set()
+            sys.stderr.write("\nInterrupted: cancelling the run (Ctrl-C again to force)\n")
+
+        return signal.signal(signal.SIGINT, handle)
+
+    @staticmethod
+    def _progress_printer() -> runner.ProgressHook:
+        def show(snapshot: dict[str, Any]) -> None:
+            sys.stderr.write("\r\x1b[2K" + reporting.progress_line(snapshot))
+            sys.stderr.flush()
+
+        return show
+
+    def _report(self, run: PipelineRun, options: dict[str, Any]) -> None:
+        if options["json"]:
+            self.stdout.write(json.dumps(reporting.run_json(run), default=str))
+        elif not options["quiet"]:
+            self.stdout.write(reporting.summary_table(run))
+        if run.status == RunStatus.CANCELLED:
+            raise CommandError(f"Run #{run.pk} cancelled.", returncode=EXIT_INTERRUPTED)
+        if run.status != RunStatus.SUCCEEDED:
+            raise CommandError(
+                f"Run #{run.pk} {run.status}: {run.error_message}", returncode=EXIT_FAILED
+            )

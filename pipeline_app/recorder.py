@@ -1,0 +1,200 @@
+"""Writes a running run's records from one background thread, so the pipeline never waits on the
+database: item timings in bulk batches (with the retention cap), the throttled progress snapshot
+with the lease heartbeat, and the cancel flag read back on each of those writes.
+
+Every write is fenced by the run's ``attempt``: once another attempt owns the run, nothing more
+is written and :attr:`RunRecorder.fenced_out` is set so the runner stops.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from pipeline_app import conf
+from pipeline_app.models import ItemStatus, ItemTiming, PipelineRun
+
+logger = logging.getLogger(__name__)
+
+
+class RetentionPolicy:
+    """Decides which item rows to keep: all up to ``limit``, then failures, a 1-in-N sample and
+    the slowest ``keep_slowest`` (written at the end)."""
+
+    def __init__(self, limit: int, keep_slowest: int, sample_every: int) -> None:
+        self.limit = limit
+        self.keep_slowest = keep_slowest
+        self.sample_every = max(sample_every, 1)
+        self.seen = 0
+        self.slowest: list[tuple[float, int, Any]] = []
+
+    def admit(self, record: Any) -> bool:
+        self.seen += 1
+        if self.seen <= self.limit or record.status == ItemStatus.ERROR:
+            return True
+        if (self.seen - self.limit) % self.sample_every == 0:
+            return True
+        if self.keep_slowest:
+            entry = (record.total_latency, self.seen, record)
+            if len(self.slowest) < self.keep_slowest:
+                heapq.heappush(self.slowest, entry)
+            elif entry[0] > self.slowest[0][0]:
+                heapq.heapreplace(self.slowest, entry)
+        return False
+
+    def leftovers(self) -> list[Any]:
+        return [record for _, _, record in self.slowest]
+
+
+def item_row(run_id: int, record: Any, seq: int) -> ItemTiming:
+    stages = {
+        name: [
+            round(t.get("queue_wait", 0.0), 7),
+            round(t.get("computation", 0.0), 7),
+            round(t.get("transmission", 0.0), 7),
+            round(t.get("start", 0.0), 7),
+            round(t.get("end", 0.0), 7),
+        ]
+        for name, t in record.stages.items()
+    }
+    return ItemTiming(
+        run_id=run_id,
+        seq=seq,
+        sub_index=".".join(map(str, record.sub_index)),
+        status=record.status,
+        latency=record.total_latency,
+        computation=record.computation_time,
+        overhead=record.overhead_time,
+        stages=stages,
+        error=(record.error or "")[:5000],
+        error_stage=record.error_stage or "",
+    )
+
+
+class RunRecorder:
+    def __init__(
+        self,
+        run: PipelineRun,
+        *,
+        seq_map: Sequence[int] | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        config = conf.get_config()
+        self.run_id = run.pk
+        self.attempt = run.attempt
+        self.seq_map = seq_map
+        self.on_progress = on_progress
+        self.batch_size: int = config["ITEM_TIMING_BATCH_SIZE"]
+        self.interval: float = config["PROGRESS_INTERVAL"]
+        self.lease = timedelta(seconds=config["LEASE_SECONDS"])
+        self.retention = RetentionPolicy(
+            config["ITEM_TIMING_LIMIT"],
+            config["ITEM_TIMING_KEEP_SLOWEST"],
+            config["ITEM_TIMING_SAMPLE_EVERY"],
+        )
+        self.cancel_requested = threading.Event()
+        self.fenced_out = threading.Event()
+        self.rows_written = 0
+        self._pending: list[Any] = []
+        self._progress: dict[str, Any] | None = None
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"pipeline-run-{run.pk}-recorder", daemon=True
+        )
+
+    # Called from engine threads / the event loop: must stay cheap and never block.
+    def record_item(self, record: Any) -> None:
+        self._pending.append(record)
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    def publish_progress(self, snapshot: dict[str, Any]) -> None:
+        self._progress = snapshot
+        if self.on_progress is not None:
+            try:
+                self.on_progress(snapshot)
+            except Exception:
+                logger.exception("Progress hook of run %s failed", self.run_id)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is pending (and the retained slowest rows), then stop the thread."""
+        if not self._thread.is_alive():
+            return
+        self._closing.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        try:
+            next_progress = 0.0
+            while True:
+                closing = self._closing.is_set()
+                self._flush_items(final=closing)
+                now = time.monotonic()
+                if self._progress is not None and (now >= next_progress or closing):
+                    self._write_progress(self._progress)
+                    next_progress = now + self.interval
+                if closing:
+                    return
+                self._wake.wait(self.interval)
+                self._wake.clear()
+        except Exception:
+            logger.exception("Recorder of run %s failed; timings may be incomplete", self.run_id)
+        finally:
+            connection.close()
+
+    def _flush_items(self, *, final: bool) -> None:
+        batch, self._pending = self._pending, []
+        if self.fenced_out.is_set():
+            return
+        rows = []
+        for record in batch:
+            if self.retention.admit(record):
+                rows.append(self._row(record))
+        if final:
+            rows.extend(self._row(record) for record in self.retention.leftovers())
+        for start in range(0, len(rows), self.batch_size):
+            close_old_connections()
+            ItemTiming.objects.bulk_create(rows[start : start + self.batch_size])
+        self.rows_written += len(rows)
+
+    def _row(self, record: Any) -> ItemTiming:
+        seq = record.seq
+        if self.seq_map is not None and seq < len(self.seq_map):
+            seq = self.seq_map[seq]
+        return item_row(self.run_id, record, seq)
+
+    def _write_progress(self, snapshot: dict[str, Any]) -> None:
+        now = timezone.now()
+        updated = PipelineRun.objects.filter(pk=self.run_id, attempt=self.attempt).update(
+            items_in=snapshot["items_in"],
+            items_out=snapshot["items_out"],
+            items_filtered=snapshot["filtered"],
+            items_errors=snapshot["errors"],
+            rate=snapshot.get("rate"),
+            eta_seconds=snapshot.get("eta_seconds"),
+            progress=snapshot,
+            heartbeat_at=now,
+            lease_expires_at=now + self.lease,
+        )
+        if not updated:
+            logger.warning("Run %s belongs to a newer attempt; this one stops", self.run_id)
+            self.fenced_out.set()
+            return
+        flags = PipelineRun.objects.filter(pk=self.run_id).values_list(
+            "cancel_requested", flat=True
+        )
+        if any(flags):
+            self.cancel_requested.set()

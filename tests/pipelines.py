@@ -1,0 +1,93 @@
+"""Stages, sources, sinks and pipelines the tests run (discovered like any app's pipelines.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from pipeline_app import registry
+from pipeline_app.builtins import SinkContext
+
+COLLECTED: dict[int | None, list[Any]] = {}
+
+
+@registry.stage("test-inc")
+def inc(x: int, by: int = 1) -> int:
+    return x + by
+
+
+@registry.stage("test-fail-every")
+def fail_every(x: int, every: int = 10) -> int:
+    if x % every == 0:
+        raise ValueError(f"item {x} is divisible by {every} <script>alert(1)</script>")
+    return x
+
+
+@registry.stage("test-sleep")
+def sleep_stage(x: int, seconds: float = 0.01) -> int:
+    time.sleep(seconds)
+    return x
+
+
+@registry.stage("test-drop-odd")
+def drop_odd(x: int) -> int | None:
+    return x if x % 2 == 0 else None
+
+
+@registry.stage("test-fanout")
+def fanout(x: int, copies: int = 2) -> Iterator[int]:
+    for i in range(copies):
+        yield x * 10 + i
+
+
+@registry.source("test-raising")
+async def raising_source(count: int = 10, fail_at: int = 5) -> AsyncIterator[int]:
+    for i in range(count):
+        if i == fail_at:
+            raise RuntimeError(f"source broke at {i}")
+        yield i
+        await asyncio.sleep(0)
+
+
+class CollectSink:
+    def __init__(self, run_id: int | None, fail_at: int | None) -> None:
+        self.items: list[Any] = COLLECTED.setdefault(run_id, [])
+        self.fail_at = fail_at
+
+    def write(self, output: Any) -> None:
+        if self.fail_at is not None and len(self.items) == self.fail_at:
+            raise OSError("disk full (test)")
+        self.items.append(output)
+
+    def close(self) -> dict[str, Any]:
+        return {"written": len(self.items)}
+
+
+@registry.sink("test-collect")
+def collect_sink(context: SinkContext, fail_at: int | None = None) -> CollectSink:
+    return CollectSink(context.run_id, fail_at)
+
+
+registry.register_pipeline(
+    "test-basic",
+    source="range",
+    source_params={"count": 50},
+    stages=["test-inc", "test-drop-odd"],
+    sink="test-collect",
+)
+registry.register_pipeline(
+    "test-errors",
+    source="range",
+    source_params={"count": 50},
+    stages=["test-fail-every"],
+    sink="test-collect",
+)
+registry.register_pipeline(
+    "test-slow",
+    source="range",
+    source_params={"count": 400},
+    stages=["test-inc", {"stage": "test-sleep", "params": {"seconds": 0.01}}],
+    sink="test-collect",
+)

@@ -1,0 +1,172 @@
+"""The runner end to end on a real database (run on SQLite and, with -m postgres, PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.test import override_settings
+
+from pipeline_app import runner
+from pipeline_app.models import ItemStatus, ItemTiming, RunStatus, StageStat
+from tests.factories import claimed_run, make_definition
+from tests.pipelines import COLLECTED
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+
+
+def test_successful_run_records_outputs_summary_stage_stats_and_item_timings() -> None:
+    definition = make_definition(stages=["test-inc", "test-drop-odd"], source_params={"count": 40})
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.SUCCEEDED, run.traceback
+    assert COLLECTED[run.pk] == [x + 1 for x in range(40) if (x + 1) % 2 == 0]
+    assert (run.items_in, run.items_out, run.items_filtered, run.items_errors) == (40, 20, 20, 0)
+    assert run.summary["total_items"] >= 20
+    assert run.p95_latency is not None and run.throughput
+    assert run.started_at <= run.finished_at
+    stats = list(StageStat.objects.filter(run=run).order_by("position"))
+    assert [s.stage for s in stats] == ["test-inc", "test-drop-odd"]
+    assert stats[1].items_filtered == 20
+    timings = ItemTiming.objects.filter(run=run)
+    assert timings.count() == 40
+    assert timings.filter(status=ItemStatus.FILTERED).count() == 20
+    first = timings.get(seq=0)
+    assert set(first.stages) == {"test-inc", "test-drop-odd"}
+    assert first.latency > 0
+
+
+def test_skip_policy_counts_and_records_failed_items_and_succeeds() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 10}}], source_params={"count": 30}
+    )
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.items_errors == 3
+    assert COLLECTED[run.pk] == [x for x in range(30) if x % 10]
+    assert [e["seq"] for e in run.errors] == [0, 10, 20]
+    assert "ValueError" in run.errors[0]["traceback"]
+    failed = ItemTiming.objects.filter(run=run, status=ItemStatus.ERROR).order_by("seq")
+    assert [t.seq for t in failed] == [0, 10, 20]
+    assert failed[0].error_stage == "test-fail-every"
+
+
+def test_fail_policy_fails_the_run_at_the_first_error_with_stage_and_item() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 7}}],
+        source_params={"count": 30},
+        error_policy="fail",
+    )
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.FAILED
+    assert "test-fail-every" in run.error_message and "item 0" in run.error_message
+    assert "ValueError" in run.traceback
+
+
+def test_source_failure_fails_the_run_but_keeps_what_was_processed() -> None:
+    definition = make_definition(source="test-raising", source_params={"count": 20, "fail_at": 8})
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.FAILED
+    assert "Source failed after 8 items" in run.error_message
+    assert "source broke at 8" in run.traceback
+    assert COLLECTED[run.pk] == [x + 1 for x in range(8)]
+    assert ItemTiming.objects.filter(run=run).count() == 8
+
+
+def test_sink_failure_fails_the_run_with_the_sink_named() -> None:
+    definition = make_definition(sink_params={"fail_at": 5}, source_params={"count": 50})
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.FAILED
+    assert "Sink 'test-collect' failed: OSError: disk full" in run.error_message
+
+
+def test_cancel_mid_run_stops_within_a_second_and_keeps_completed_timings() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}], source_params={"count": 2000}
+    )
+    run = claimed_run(definition)
+    cancel = threading.Event()
+    timer = threading.Timer(0.6, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    run = runner.execute(run, cancel_event=cancel)
+    elapsed_after_cancel = time.monotonic() - started - 0.6
+
+    assert run.status == RunStatus.CANCELLED
+    assert elapsed_after_cancel < 1.0
+    kept = ItemTiming.objects.filter(run=run).count()
+    assert 10 < kept < 2000
+    assert kept == run.items_out
+
+
+def test_cancel_requested_on_the_row_is_seen_by_the_runner() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}], source_params={"count": 2000}
+    )
+    run = claimed_run(definition)
+
+    def request_cancel() -> None:
+        type(run).objects.filter(pk=run.pk).update(cancel_requested=True)
+
+    timer = threading.Timer(0.5, request_cancel)
+    timer.start()
+    run = runner.execute(run)
+    timer.join()
+    assert run.status == RunStatus.CANCELLED
+    assert 0 < run.items_out < 2000
+
+
+def test_timeout_fails_the_run_with_a_clear_reason() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
+        source_params={"count": 2000},
+        timeout_seconds=0.5,
+    )
+    run = runner.execute(claimed_run(definition))
+    assert run.status == RunStatus.FAILED
+    assert run.error_message == "Timed out after 0.5 s."
+    assert run.items_out > 0
+
+
+@override_settings(
+    PIPELINE_APP={
+        "ITEM_TIMING_LIMIT": 100,
+        "ITEM_TIMING_KEEP_SLOWEST": 10,
+        "ITEM_TIMING_SAMPLE_EVERY": 50,
+    }
+)
+def test_item_rows_are_capped_but_the_summary_counts_every_item() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 100}}],
+        source_params={"count": 1000},
+    )
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.summary["total_items"] + run.summary["error_count"] >= 990
+    rows = ItemTiming.objects.filter(run=run)
+    errors_past_limit = 9  # 100, 200, ... 900 fail; 0 is within the first 100 rows
+    assert rows.count() <= 100 + errors_past_limit + 18 + 10
+    assert rows.filter(status=ItemStatus.ERROR).count() == 10
+
+
+def test_rerun_of_selected_items_keeps_their_original_sequence_numbers() -> None:
+    definition = make_definition(source_params={"count": 20})
+    run = runner.execute(claimed_run(definition, only_items=[3, 7, 11]))
+    assert COLLECTED[run.pk] == [4, 8, 12]
+    assert sorted(ItemTiming.objects.filter(run=run).values_list("seq", flat=True)) == [3, 7, 11]
+    assert run.items_expected == 3
+
+
+def test_stale_attempt_cannot_overwrite_a_newer_one() -> None:
+    definition = make_definition(source_params={"count": 10})
+    run = claimed_run(definition)
+    type(run).objects.filter(pk=run.pk).update(attempt=run.attempt + 1)  # another worker took it
+    result = runner.execute(run)
+    assert result.status == RunStatus.RUNNING  # untouched by the stale attempt
+    assert result.summary is None
