@@ -6,6 +6,7 @@ Every entry point (admin, dashboard, ``runpipeline``, the Python API) creates ru
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import timedelta
@@ -26,6 +27,8 @@ from pipeline_app.models import (
 from pipeline_app.params import ParamError
 from pipeline_app.registry import registry
 from pipeline_app.runner import validated_params
+
+logger = logging.getLogger(__name__)
 
 
 def worker_identity(suffix: str = "") -> str:
@@ -94,3 +97,81 @@ def claim_run(run: PipelineRun, worker_id: str) -> bool:
     if updated:
         run.refresh_from_db()
     return bool(updated)
+
+
+def submit(
+    definition: PipelineDefinition,
+    *,
+    params: dict[str, Any] | None = None,
+    user: Any = None,
+    trigger: str = Trigger.API,
+    only_items: list[int] | None = None,
+    rerun_of: PipelineRun | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PipelineRun:
+    """Queue a run and, once the transaction commits, wake the workers (best effort)."""
+    run = create_run(
+        definition,
+        params=params,
+        user=user,
+        trigger=trigger,
+        only_items=only_items,
+        rerun_of=rerun_of,
+        overrides=overrides,
+    )
+    transaction.on_commit(lambda: notify_workers({"type": "job.wake", "run_id": run.pk}))
+    return run
+
+
+def rerun(
+    run: PipelineRun, *, user: Any = None, trigger: str = Trigger.API, failed_only: bool = False
+) -> PipelineRun:
+    """Queue the same pipeline again with the same parameters (only failed items if asked)."""
+    only_items = None
+    if failed_only:
+        from pipeline_app.models import ItemStatus
+
+        only_items = sorted(
+            set(run.item_timings.filter(status=ItemStatus.ERROR).values_list("seq", flat=True))
+            | {int(e["seq"]) for e in run.errors if e.get("seq") is not None}
+        )
+        if not only_items:
+            raise ParamError(f"Run #{run.pk} has no failed items to re-run.")
+    return submit(
+        run.definition,
+        params=run.params,
+        user=user,
+        trigger=trigger,
+        only_items=only_items,
+        rerun_of=run,
+    )
+
+
+def cancel(run: PipelineRun) -> PipelineRun:
+    """Cancel a queued run at once; ask a running one to stop (its worker ends it within ~1 s)."""
+    now = timezone.now()
+    PipelineRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELLED,
+        finished_at=now,
+        cancel_requested=True,
+        error_message="Cancelled before it started.",
+    )
+    PipelineRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(cancel_requested=True)
+    run.refresh_from_db()
+    if run.status == RunStatus.RUNNING:
+        transaction.on_commit(lambda: notify_workers({"type": "job.cancel", "run_id": run.pk}))
+    return run
+
+
+def notify_workers(message: dict[str, Any]) -> None:
+    """Send a hint on the job channel; a lost hint only delays work until the next poll."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(conf.get("JOB_CHANNEL"), message)
+    except Exception:
+        logger.warning("Could not notify workers of %s", message, exc_info=True)
