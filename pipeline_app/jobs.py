@@ -12,7 +12,7 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -172,6 +172,92 @@ def notify_workers(message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(conf.get("JOB_CHANNEL"), message)
+        async_to_sync(_send_hint)(layer, message)
     except Exception:
         logger.warning("Could not notify workers of %s", message, exc_info=True)
+
+
+async def _send_hint(layer: Any, message: dict[str, Any]) -> None:
+    channel = conf.get("JOB_CHANNEL")
+    # The group reaches every running job service; the named channel also wakes a plain
+    # `runworker pipeline-jobs` that has not started its service yet.
+    await layer.group_send(channel, message)
+    if type(layer).__name__ != "InMemoryChannelLayer":
+        await layer.send(channel, message)
+
+
+def is_embedded(layer: Any = None) -> bool:
+    """Do jobs run inside the web process? (EMBEDDED_WORKER, or auto: in-memory layer.)"""
+    setting = conf.get("EMBEDDED_WORKER")
+    if setting is not None:
+        return bool(setting)
+    if layer is None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+    return type(layer).__name__ == "InMemoryChannelLayer"
+
+
+def claim_next(worker_id: str) -> PipelineRun | None:
+    """Claim the oldest queued run, or None. One winner however many workers race."""
+    queued = PipelineRun.objects.filter(status=RunStatus.QUEUED).order_by("created_at", "id")
+    if connection.features.has_select_for_update_skip_locked:
+        with transaction.atomic():
+            candidate = queued.select_for_update(skip_locked=True).first()
+            if candidate is None:
+                return None
+            return candidate if claim_run(candidate, worker_id) else None
+    for candidate in queued[:10]:
+        if claim_run(candidate, worker_id):
+            return candidate
+    return None
+
+
+def requeue_or_lose(run_id: int, attempt: int, reason: str) -> str | None:
+    """A run whose lease expired: queued again while attempts remain, else ``lost``."""
+    with transaction.atomic():
+        run = (
+            PipelineRun.objects.select_for_update()
+            .filter(pk=run_id, attempt=attempt, status=RunStatus.RUNNING)
+            .first()
+        )
+        if run is None:
+            return None
+        max_attempts = int(run.snapshot.get("max_attempts") or 1)
+        if run.cancel_requested:
+            status, message = RunStatus.CANCELLED, f"Cancelled; {reason}"
+        elif attempt < max_attempts:
+            status, message = (
+                RunStatus.QUEUED,
+                f"Requeued (attempt {attempt}/{max_attempts}): {reason}",
+            )
+        else:
+            status, message = (
+                RunStatus.LOST,
+                f"Lost after {attempt}/{max_attempts} attempts: {reason}",
+            )
+        PipelineRun.objects.filter(pk=run_id, attempt=attempt).update(
+            status=status,
+            error_message=message,
+            lease_expires_at=None,
+            finished_at=None if status == RunStatus.QUEUED else timezone.now(),
+        )
+    logger.warning("Run %s: %s", run_id, message)
+    return status
+
+
+def sweep_expired_leases() -> list[int]:
+    """Requeue or mark lost every running run whose lease has expired; returns their ids."""
+    now = timezone.now()
+    expired = PipelineRun.objects.filter(
+        status=RunStatus.RUNNING, lease_expires_at__lt=now
+    ).values_list("pk", "attempt", "worker_id", "heartbeat_at")
+    swept = []
+    for run_id, attempt, worker, heartbeat in expired:
+        reason = (
+            f"worker {worker or '?'} stopped renewing its lease "
+            f"(last heartbeat {heartbeat:%H:%M:%S})."
+        )
+        if requeue_or_lose(run_id, attempt, reason):
+            swept.append(run_id)
+    return swept

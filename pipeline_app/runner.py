@@ -27,6 +27,7 @@ from pipeline_app.builtins import Sink, SinkContext
 from pipeline_app.engine import AsyncTaskPipeline, StageError
 from pipeline_app.models import (
     ErrorPolicy,
+    ItemTiming,
     PipelineRun,
     RunStatus,
     StageStat,
@@ -108,17 +109,23 @@ def execute(
     *,
     progress_hook: ProgressHook | None = None,
     cancel_event: threading.Event | None = None,
+    shutdown_event: threading.Event | None = None,
 ) -> PipelineRun:
     """Run ``run`` (already claimed: status running, attempt set) to a final status.
 
-    Blocks the calling thread (it runs its own event loop); call it from a worker thread or
-    through ``asyncio.to_thread`` when inside async code. Returns the refreshed run.
+    ``cancel_event`` ends it as cancelled; ``shutdown_event`` (the worker is stopping) puts it
+    back in the queue for another worker. Blocks the calling thread (it runs its own event
+    loop); call it from a worker thread or through ``asyncio.to_thread`` in async code.
+    Returns the refreshed run.
     """
     snapshot = run.snapshot
+    if run.attempt > 1:  # an earlier attempt's partial records are replaced by this one's
+        ItemTiming.objects.filter(run=run).delete()
+        StageStat.objects.filter(run=run).delete()
     outcome = _Outcome()
     seq_map: list[int] | None = sorted(run.only_items) if run.only_items is not None else None
     recorder = RunRecorder(run, seq_map=seq_map, on_progress=progress_hook)
-    cancel = cancel_event or threading.Event()
+    stops = _Stops(cancel_event or threading.Event(), shutdown_event or threading.Event())
     try:
         missing = registry.missing_names(snapshot)
         if missing:
@@ -146,7 +153,7 @@ def execute(
                 sink,
                 seq_map,
                 recorder,
-                cancel,
+                stops,
                 expected,
                 outcome,
             )
@@ -167,14 +174,14 @@ async def _drive(
     sink: Sink,
     seq_map: Sequence[int] | None,
     recorder: RunRecorder,
-    cancel: threading.Event,
+    stops: _Stops,
     expected: int | None,
     outcome: _Outcome,
 ) -> None:
     source_fn = registry.get("source", snapshot["source"]).func
     source = _guarded_source(source_fn(**source_params), seq_map, outcome)
     timeout = snapshot.get("timeout_seconds")
-    monitor = asyncio.create_task(_monitor(pipeline, recorder, cancel, expected))
+    monitor = asyncio.create_task(_monitor(pipeline, recorder, stops, expected))
     started = time.perf_counter()
     try:
         async with pipeline:
@@ -189,13 +196,7 @@ async def _drive(
                 consume.cancel()
                 await asyncio.gather(consume, return_exceptions=True)
                 if monitor in done:
-                    reason = monitor.result()
-                    outcome.status = RunStatus.CANCELLED if reason == "cancel" else RunStatus.FAILED
-                    outcome.error_message = (
-                        "Cancelled on request."
-                        if reason == "cancel"
-                        else "Another attempt took over this run (lease expired)."
-                    )
+                    outcome.status, outcome.error_message = _STOP_OUTCOMES[monitor.result()]
                 else:
                     outcome.status = RunStatus.FAILED
                     outcome.error_message = f"Timed out after {timeout:g} s."
@@ -256,19 +257,34 @@ async def _guarded_source(
         outcome.source_errors.append(outcome.error_message)
 
 
+_STOP_OUTCOMES = {
+    "cancel": (RunStatus.CANCELLED, "Cancelled on request."),
+    "shutdown": (RunStatus.QUEUED, "Requeued: its worker shut down before the run finished."),
+    "fenced": (RunStatus.FAILED, "Another attempt took over this run (lease expired)."),
+}
+
+
+@dataclass(frozen=True)
+class _Stops:
+    cancel: threading.Event
+    shutdown: threading.Event
+
+
 async def _monitor(
     pipeline: AsyncTaskPipeline[Any, Any],
     recorder: RunRecorder,
-    cancel: threading.Event,
+    stops: _Stops,
     expected: int | None,
 ) -> str:
-    """Publish throttled progress; return "cancel" or "fenced" when the run must stop."""
+    """Publish throttled progress; return why the run must stop (a key of _STOP_OUTCOMES)."""
     interval = min(conf.get("PROGRESS_INTERVAL"), 0.25)
     publish_every = conf.get("PROGRESS_INTERVAL")
     last_publish = 0.0
     while True:
-        if cancel.is_set() or recorder.cancel_requested.is_set():
+        if stops.cancel.is_set() or recorder.cancel_requested.is_set():
             return "cancel"
+        if stops.shutdown.is_set():
+            return "shutdown"
         if recorder.fenced_out.is_set():
             return "fenced"
         now = time.monotonic()
@@ -324,6 +340,8 @@ def _error_dict(error: Any) -> dict[str, Any]:
 
 
 def _finish(run: PipelineRun, outcome: _Outcome, recorder: RunRecorder) -> PipelineRun:
+    if outcome.status == RunStatus.QUEUED:
+        return _requeue(run, outcome)
     summary = outcome.summary or {}
     now = timezone.now()
     fields: dict[str, Any] = {
@@ -351,6 +369,18 @@ def _finish(run: PipelineRun, outcome: _Outcome, recorder: RunRecorder) -> Pipel
         logger.warning(
             "Run %s: final status of attempt %s not written (superseded)", run.pk, run.attempt
         )
+    run.refresh_from_db()
+    return run
+
+
+def _requeue(run: PipelineRun, outcome: _Outcome) -> PipelineRun:
+    PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING).update(
+        status=RunStatus.QUEUED,
+        worker_id="",
+        started_at=None,
+        lease_expires_at=None,
+        error_message=outcome.error_message,
+    )
     run.refresh_from_db()
     return run
 

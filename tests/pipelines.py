@@ -91,3 +91,23 @@ registry.register_pipeline(
     stages=["test-inc", {"stage": "test-sleep", "params": {"seconds": 0.01}}],
     sink="test-collect",
 )
+
+
+class AppendLogSink:
+    """Appends one line per finished execution to a file: duplicates would show as two lines."""
+
+    def __init__(self, run_id: int | None, path: str) -> None:
+        self.run_id, self.path, self.count = run_id, path, 0
+
+    def write(self, output: Any) -> None:
+        self.count += 1
+
+    def close(self) -> dict[str, Any]:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(f"{self.run_id} {self.count}\n")
+        return {"written": self.count}
+
+
+@registry.sink("test-append-log")
+def append_log_sink(context: SinkContext, path: str) -> AppendLogSink:
+    return AppendLogSink(context.run_id, path)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("DEBUG", "1")
@@ -27,3 +28,16 @@ STORAGES = {
 SERVESTATIC_AUTOREFRESH = True
 SERVESTATIC_USE_FINDERS = True
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
+
+# Subprocess workers in multi-process tests get short leases and polls through the environment.
+PIPELINE_APP = {
+    **PIPELINE_APP,  # noqa: F405
+    "POLL_INTERVAL": 0.5,
+    # Tests start job services explicitly; the browser test's server turns this on.
+    "EMBEDDED_WORKER": False,
+    **json.loads(os.environ.get("PIPELINE_APP_TEST_CONFIG", "{}")),
+}
+if os.environ.get("REDIS_URL"):
+    CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = os.environ.get(  # noqa: F405
+        "CHANNELS_PREFIX", "pipeline-tests"
+    )

@@ -1,0 +1,172 @@
+"""Job consumer, job service and live-progress WebSockets, in one process (in-memory layer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from django.contrib.auth.models import Permission
+from django.test import Client
+
+from pipeline_app import jobs, worker
+from pipeline_app.consumers import JobConsumer
+from pipeline_app.models import PipelineRun, RunStatus
+from tests.factories import make_definition
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[worker.JobService]:
+    """The process's job service on this test's loop, stopped and forgotten afterwards."""
+    worker._service = None
+    svc = worker.get_service()
+    yield svc
+    await svc.shutdown(grace=5)
+    worker._service = None
+
+
+def session_cookie(user: Any) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+@pytest.fixture
+def viewer_cookie(django_user_model: Any) -> str:
+    user = django_user_model.objects.create_user("viewer", password="x")
+    user.user_permissions.add(Permission.objects.get(codename="view_pipelinerun"))
+    return session_cookie(user)
+
+
+def communicator(path: str, cookie: str | None = None, origin: str = "http://127.0.0.1") -> Any:
+    from project.asgi import application
+
+    headers = [(b"origin", origin.encode()), (b"host", b"127.0.0.1")]
+    if cookie:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def wait_for_status(run_id: int, statuses: set[str], within: float = 20) -> PipelineRun:
+    async def poll() -> PipelineRun:
+        while True:
+            run = await PipelineRun.objects.aget(pk=run_id)
+            if run.status in statuses:
+                return run
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), within)
+
+
+async def test_anonymous_and_unauthorised_users_are_refused(django_user_model: Any) -> None:
+    definition = await sync_to_async(make_definition)()
+    run = await sync_to_async(jobs.create_run)(definition)
+    anonymous = communicator(f"/ws/pipeline/runs/{run.pk}/")
+    connected, _ = await anonymous.connect()
+    assert not connected
+    plain = await django_user_model.objects.acreate(username="plain")
+    cookie = await sync_to_async(session_cookie)(plain)
+    for path in (f"/ws/pipeline/runs/{run.pk}/", "/ws/pipeline/runs/"):
+        connected, _ = await communicator(path, cookie).connect()
+        assert not connected
+
+
+async def test_cross_origin_handshake_is_refused(viewer_cookie: str) -> None:
+    ws = communicator("/ws/pipeline/runs/", viewer_cookie, origin="http://evil.example")
+    connected, _ = await ws.connect()
+    assert not connected
+
+
+async def test_watcher_gets_state_on_connect_progress_and_the_final_state(
+    viewer_cookie: str, service: worker.JobService
+) -> None:
+    definition = await sync_to_async(make_definition)(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.005}}],
+        source_params={"count": 300},
+    )
+    run = await sync_to_async(jobs.create_run)(definition)
+    ws = communicator(f"/ws/pipeline/runs/{run.pk}/", viewer_cookie)
+    connected, _ = await ws.connect()
+    assert connected
+    first = await ws.receive_json_from(timeout=5)
+    assert first["seq"] == 0
+    assert first["run"]["status"] == "queued"
+
+    await service.start()
+    messages = []
+    while True:
+        message = await ws.receive_json_from(timeout=20)
+        messages.append(message)
+        if message["run"]["is_finished"]:
+            break
+    await ws.disconnect()
+
+    progress = [m for m in messages if m["run"]["status"] == "running"]
+    assert progress, "no progress snapshot while running"
+    assert any(0 < m["run"]["items_in"] < 300 for m in progress)
+    seqs = [m["seq"] for m in messages]
+    assert seqs == sorted(seqs)
+    final = messages[-1]["run"]
+    assert final["status"] == "succeeded"
+    assert final["items_out"] == 300
+    duration = 300 * 0.005
+    assert len(progress) <= duration * 4 + 4  # throttled to ~4 snapshots a second
+
+
+async def test_job_consumer_starts_the_service_and_runs_queued_work() -> None:
+    worker._service = None
+    definition = await sync_to_async(make_definition)(source_params={"count": 10})
+    run = await sync_to_async(jobs.create_run)(definition)  # no hint sent
+    app = ApplicationCommunicator(
+        JobConsumer.as_asgi(), {"type": "channel", "channel": "pipeline-jobs"}
+    )
+    await app.send_input({"type": "job.wake"})
+    try:
+        finished = await wait_for_status(run.pk, {RunStatus.SUCCEEDED, RunStatus.FAILED})
+        assert finished.status == RunStatus.SUCCEEDED
+        assert finished.items_out == 10
+    finally:
+        await worker.get_service().shutdown(grace=5)
+        worker._service = None
+        app.stop()
+
+
+async def test_cancel_of_a_running_job_ends_it_within_a_second(
+    service: worker.JobService,
+) -> None:
+    definition = await sync_to_async(make_definition)(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
+        source_params={"count": 5000},
+    )
+    run = await sync_to_async(jobs.submit)(definition)
+    await service.start()
+    await wait_for_status(run.pk, {RunStatus.RUNNING})
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await sync_to_async(jobs.cancel)(run)
+    cancelled = await wait_for_status(run.pk, {RunStatus.CANCELLED}, within=5)
+    assert loop.time() - started < 1.0
+    assert 0 < cancelled.items_out < 5000
+
+
+async def test_shutdown_requeues_unfinished_runs_and_leaves_nothing_running(
+    service: worker.JobService,
+) -> None:
+    definition = await sync_to_async(make_definition)(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
+        source_params={"count": 5000},
+    )
+    run = await sync_to_async(jobs.submit)(definition)
+    await service.start()
+    await wait_for_status(run.pk, {RunStatus.RUNNING})
+    await service.shutdown(grace=0.2)
+    requeued = await PipelineRun.objects.aget(pk=run.pk)
+    assert requeued.status == RunStatus.QUEUED
+    assert "worker shut down" in requeued.error_message
+    assert requeued.worker_id == ""
