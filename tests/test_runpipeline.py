@@ -131,3 +131,21 @@ def test_ctrl_c_cancels_cleanly_with_exit_130_and_keeps_partial_results(
     assert 0 < run.items_out < 5000
     assert json.loads(out)["status"] == "cancelled"
     assert ItemTiming.objects.filter(run=run).count() == run.items_out
+
+
+def test_enqueue_queues_a_run_for_the_workers_and_follow_reports_it() -> None:
+    out, error = run_command("test-basic", "--enqueue")
+    assert error is None
+    run = PipelineRun.objects.get(pk=int(out.strip()))
+    assert run.status == RunStatus.QUEUED
+    assert run.trigger == Trigger.CLI
+
+    from pipeline_app import jobs, runner
+
+    runner.execute(jobs.claim_next("elsewhere"))  # type: ignore[arg-type]
+    out, error = run_command("--follow", str(run.pk), "--json")
+    assert error is None
+    assert json.loads(out)["status"] == "succeeded"
+    _, error = run_command("--follow", "999999")
+    assert error is not None
+    assert error.returncode == 2

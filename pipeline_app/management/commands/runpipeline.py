@@ -6,11 +6,12 @@ import json
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from pipeline_app import jobs, reporting, runner
+from pipeline_app import conf, jobs, reporting, runner
 from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
 from pipeline_app.params import ParamError, parse_assignments
 
@@ -37,17 +38,41 @@ class Command(BaseCommand):
         parser.add_argument("--no-timing", action="store_true", help="Skip per-item timing.")
         parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
         parser.add_argument("--quiet", action="store_true", help="No progress and no summary.")
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Queue the run for the workers instead of running it here; prints its id.",
+        )
+        parser.add_argument("--wait", action="store_true", help="With --enqueue: follow it.")
+        parser.add_argument(
+            "--follow", type=int, metavar="RUN_ID", help="Attach to a run and show its progress."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["list"]:
             self._list()
             return
+        if options["follow"] is not None:
+            self._report(self._follow(options["follow"], options), options)
+            return
         if not options["name"]:
             raise CommandError(
                 "Give a pipeline name, or --list to see them.", returncode=EXIT_USAGE
             )
+        if options["wait"] and not options["enqueue"]:
+            raise CommandError("--wait goes with --enqueue.", returncode=EXIT_USAGE)
         run = self._create(options)
-        show_progress = not options["quiet"] and not options["json"] and sys.stderr.isatty()
+        if options["enqueue"]:
+            self.stderr.write(f"Queued run #{run.pk}")
+            if not options["wait"]:
+                if options["json"]:
+                    self.stdout.write(json.dumps(reporting.run_json(run), default=str))
+                else:
+                    self.stdout.write(str(run.pk))
+                return
+            self._report(self._follow(run.pk, options), options)
+            return
+        show_progress = self._show_progress(options)
         cancel = threading.Event()
         previous = self._trap_sigint(cancel)
         try:
@@ -95,11 +120,38 @@ class Command(BaseCommand):
                 overrides.update(sink="jsonl", sink_params={"path": options["output"]})
             if options["no_timing"]:
                 overrides["enable_timing"] = False
-            return jobs.create_run(
-                definition, params=params, trigger=Trigger.CLI, overrides=overrides
-            )
+            create = jobs.submit if options["enqueue"] else jobs.create_run
+            return create(definition, params=params, trigger=Trigger.CLI, overrides=overrides)
         except ParamError as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE) from None
+
+    def _follow(self, run_id: int, options: dict[str, Any]) -> PipelineRun:
+        """Poll the run row (it works from any machine) until the run ends."""
+        try:
+            run = PipelineRun.objects.get(pk=run_id)
+        except PipelineRun.DoesNotExist:
+            raise CommandError(f"No run #{run_id}.", returncode=EXIT_USAGE) from None
+        show = self._progress_printer() if self._show_progress(options) else None
+        interval = conf.get("PROGRESS_INTERVAL")
+        try:
+            while not run.is_finished:
+                if show is not None and run.progress:
+                    show({**run.progress, "expected": run.items_expected})
+                time.sleep(interval)
+                run.refresh_from_db()
+        except KeyboardInterrupt:
+            raise CommandError(
+                f"Stopped following run #{run_id}; it goes on (cancel it from the dashboard).",
+                returncode=EXIT_INTERRUPTED,
+            ) from None
+        finally:
+            if show is not None:
+                sys.stderr.write("\n")
+        return run
+
+    @staticmethod
+    def _show_progress(options: dict[str, Any]) -> bool:
+        return not options["quiet"] and not options["json"] and sys.stderr.isatty()
 
     @staticmethod
     def _trap_sigint(cancel: threading.Event) -> Any:
