@@ -22,6 +22,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 run: $(VENV)/.installed-run
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py syncpipelines
 	$(BIN)/python manage.py ensuredemouser
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
@@ -37,14 +38,26 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
+# The whole suite on SQLite, then the database-facing tests again on PostgreSQL (with Redis).
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+export TEST_POSTGRES_URL
+
 pytest: $(VENV)/.installed-dev browser-deps
 	$(BIN)/pytest
+	@if [ "$$PIPELINE_APP_REQUIRE_SERVICES" = 1 ] || pg_isready -q -d "$(TEST_POSTGRES_URL)"; then \
+		echo "== PostgreSQL pass =="; \
+		DATABASE_URL="$(TEST_POSTGRES_URL)" $(BIN)/pytest -m postgres; \
+	else \
+		echo "PostgreSQL unreachable: skipping the PostgreSQL pass (required in CI)"; \
+	fi
 
 test: lint typecheck pytest
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/runs.py
+	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) staticfiles test-artifacts

@@ -24,7 +24,7 @@ _executor: ThreadPoolExecutor | None = None
 def executor() -> ThreadPoolExecutor:
     global _executor
     if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline-db")
+        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pipeline_app-db")
     return _executor
 
 

@@ -184,7 +184,7 @@ class JobService:
         job = _Job(run=run, done=self.loop.create_future())
         self.jobs[run.pk] = job
         job.thread = threading.Thread(
-            target=self._run_job, args=(job,), name=f"pipeline-job-{run.pk}", daemon=True
+            target=self._run_job, args=(job,), name=f"pipeline_app-job-{run.pk}", daemon=True
         )
         job.thread.start()
         logger.info(

@@ -1,0 +1,42 @@
+"""Framework-free async task pipeline engine (re-creates ``async-task-pipeline`` 0.1.10).
+
+See :mod:`pipeline_app.engine.pipeline` for the design (end of stream, backpressure, order,
+errors, stop, timing). Importing this package configures no logging.
+"""
+
+from __future__ import annotations
+
+from .analysis import (
+    DistributionStats,
+    EfficiencyMetrics,
+    ItemTimingBreakdown,
+    LatencySummary,
+    PipelineAnalysis,
+    StageStatistics,
+    TimingBreakdown,
+    log_pipeline_performance_analysis,
+)
+from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
+from .item import DetailedTiming, ItemRecord, PipelineItem
+from .pipeline import AsyncTaskPipeline
+from .stage import PipelineStage
+
+__all__ = [
+    "AsyncTaskPipeline",
+    "DetailedTiming",
+    "DistributionStats",
+    "EfficiencyMetrics",
+    "ErrorPolicy",
+    "ErrorRecord",
+    "ItemRecord",
+    "ItemTimingBreakdown",
+    "LatencySummary",
+    "PipelineAnalysis",
+    "PipelineItem",
+    "PipelineStage",
+    "RemoteStageError",
+    "StageError",
+    "StageStatistics",
+    "TimingBreakdown",
+    "log_pipeline_performance_analysis",
+]

@@ -1,0 +1,177 @@
+"""Items: the engine's internal envelope, the public per-item record and the seed's PipelineItem.
+
+The envelope (:class:`Envelope`) is what travels through the channels. It is a slotted object that
+is mutated in place by map stages (no allocation per stage), and it carries timing stamps only when
+timing is on (``t is None`` otherwise, so timing off costs no dict or list per item).
+
+Timing stamps layout (a flat list of ``time.perf_counter()`` values)::
+
+    [created_at, enq_0, start_0, end_0, enq_1, start_1, end_1, ..., enq_out]
+
+``enq_i`` is stamped by the channel under its lock at the moment the item becomes visible to stage
+``i`` (so it can never be later than ``start_i``); ``enq_out`` when it enters the output buffer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+DataT = TypeVar("DataT")
+
+# Envelope kinds.
+VALUE = 0  # a data item to process
+SENTINEL = 1  # user pass-through marker, forwarded untouched
+HOLE = 2  # filtered/dropped item (only travels when timing is on, for its record)
+ERROR = 3  # exception returned in the item's place (error_policy="return")
+EOS = 4  # end of an input stream (close_input()); ends one output iteration
+
+
+class Envelope:
+    """Internal unit of transport."""
+
+    __slots__ = ("data", "info", "kind", "seq", "sub", "t")
+
+    def __init__(
+        self,
+        kind: int,
+        data: Any,
+        seq: int = -1,
+        t: list[float] | None = None,
+        sub: tuple[int, ...] = (),
+    ) -> None:
+        self.kind = kind
+        self.data = data
+        self.seq = seq
+        self.t = t
+        self.sub = sub
+        # For HOLE/ERROR with timing: (stage_index, frozen stamps, status, message, stage name)
+        self.info: tuple[int, list[float], str, str | None, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """Per-item timing record (timing on), handed to ``on_item_timing`` and kept for the report.
+
+    ``stages[name]`` holds ``queue_wait``, ``computation``, ``transmission`` (seconds) and ``start``
+    / ``end`` (processing start/end relative to ``created_at``). ``finished_at`` is a
+    ``perf_counter`` value: delivery to the consumer for ``ok`` items (and returned errors), the end
+    of the failing/filtering stage otherwise.
+    """
+
+    seq: int
+    sub_index: tuple[int, ...]
+    status: str
+    created_at: float
+    finished_at: float
+    total_latency: float
+    computation_time: float
+    overhead_time: float
+    stages: dict[str, dict[str, float]]
+    error: str | None = None
+    error_stage: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Seed compatibility: PipelineItem / DetailedTiming (public API of async-task-pipeline).
+# The engine does not use them internally; they are kept for code written against the seed.
+
+
+@dataclass
+class DetailedTiming:
+    """Timing of one item in one stage (seed API). Properties clamp at 0."""
+
+    queue_enter_time: float
+    processing_start_time: float
+    processing_end_time: float
+    queue_exit_time: float
+
+    @property
+    def queue_wait_time(self) -> float:
+        return max(0.0, self.processing_start_time - self.queue_enter_time)
+
+    @property
+    def computation_time(self) -> float:
+        return max(0.0, self.processing_end_time - self.processing_start_time)
+
+    @property
+    def transmission_time(self) -> float:
+        return max(0.0, self.queue_exit_time - self.processing_end_time)
+
+
+@dataclass
+class PipelineItem(Generic[DataT]):
+    """Data container with per-stage timing (seed API). Copies never share timing dicts."""
+
+    data: DataT
+    enable_timing: bool = True
+    start_timestamp: float = field(default_factory=time.perf_counter)
+    _entry: dict[str, float] = field(default_factory=dict, repr=False)
+    _completion: dict[str, float] = field(default_factory=dict, repr=False)
+    _detailed: dict[str, DetailedTiming] = field(default_factory=dict, repr=False)
+
+    def copy(self, data: Any = None) -> PipelineItem[Any]:
+        return PipelineItem(
+            data=self.data if data is None else data,
+            enable_timing=self.enable_timing,
+            start_timestamp=self.start_timestamp,
+            _entry=dict(self._entry),
+            _completion=dict(self._completion),
+            _detailed=dict(self._detailed),
+        )
+
+    def record_entry_time(self, stage: str) -> None:
+        if self.enable_timing:
+            self._entry[stage] = time.perf_counter()
+
+    def record_completion_time(self, stage: str) -> None:
+        if self.enable_timing:
+            self._completion[stage] = time.perf_counter()
+
+    def record_detailed_timing(self, stage: str, timing: DetailedTiming) -> None:
+        if self.enable_timing:
+            self._detailed[stage] = timing
+
+    def get_entry_time(self, stage: str) -> float | None:
+        return self._entry.get(stage) if self.enable_timing else None
+
+    def get_completion_time(self, stage: str) -> float | None:
+        return self._completion.get(stage) if self.enable_timing else None
+
+    def get_detailed_timing(self, stage: str) -> DetailedTiming | None:
+        return self._detailed.get(stage) if self.enable_timing else None
+
+    def get_total_latency(self) -> float | None:
+        if not self.enable_timing or not self._completion:
+            return None
+        return max(self._completion.values()) - self.start_timestamp
+
+    def get_stage_latencies(self) -> dict[str, float] | None:
+        if not self.enable_timing:
+            return None
+        return {
+            s: self._completion[s] - self._entry[s] for s in self._entry if s in self._completion
+        }
+
+    def get_timing_breakdown(self) -> dict[str, Any] | None:
+        if not self.enable_timing:
+            return None
+        out: dict[str, Any] = {}
+        comp = 0.0
+        for stage, d in self._detailed.items():
+            out[stage] = {
+                "queue_wait_time": d.queue_wait_time,
+                "computation_time": d.computation_time,
+                "transmission_time": d.transmission_time,
+                "total_stage_time": d.queue_wait_time + d.computation_time + d.transmission_time,
+            }
+            comp += d.computation_time
+        total = self.get_total_latency() or 0.0
+        out["totals"] = {
+            "total_computation_time": comp,
+            "total_overhead_time": max(0.0, total - comp),
+            "total_latency": total,
+            "computation_ratio": comp / total if total > 0 else 0.0,
+        }
+        return out

@@ -1,0 +1,95 @@
+"""Streaming reorder buffer for stages with ``workers > 1``.
+
+Order is restored *per stage*: a stage's workers take contiguous position ranges from the stage's
+input channel (positions are handed out under the channel lock, see ``Channel.get_batch``), process
+them concurrently, and deposit ``(position, count, outputs)`` here. Whoever deposits while nobody
+is emitting becomes the emitter and forwards every contiguous ready range downstream, in position
+order; the others return to work at once (a combining lock, so a blocked downstream put never holds
+up the other workers' deposits). Fan-out children stay grouped under their parent's range and
+filtered items are ranges with no outputs, so the buffer never stalls on a hole.
+
+Because every stage preserves its input order, the pipeline's output order equals its input order
+without a global buffer keyed by nested fan-out indices, and the first output waits only for the
+items before it (streaming, never for the whole input).
+
+Memory is bounded: a worker that is not the emitter waits while more than ``bound`` outputs are
+parked here (the range at the head is always accepted, so this cannot deadlock).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from .channel import Stopped
+from .item import Envelope
+
+
+class Sink(Protocol):
+    def put_many(self, envs: list[Envelope]) -> None: ...
+
+
+class Sequencer:
+    def __init__(self, sink: Sink, bound: int) -> None:
+        self._sink = sink
+        self._bound = max(1, bound)
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
+        self._pending: dict[int, tuple[int, list[Envelope]]] = {}
+        self._parked = 0
+        self._next = 0
+        self._emitting = False
+        self.aborted = False
+
+    def __len__(self) -> int:
+        return self._parked
+
+    def deposit(self, pos: int, count: int, outs: list[Envelope]) -> None:
+        """Positions ``[pos, pos+count)`` are done and produced ``outs`` (in order)."""
+        with self._lock:
+            if self.aborted:
+                raise Stopped(0)
+            self._pending[pos] = (count, outs)
+            self._parked += len(outs)
+            if self._emitting:
+                while self._parked > self._bound and not self.aborted and self._emitting:
+                    self._progress.wait(0.5)
+                return
+            self._emitting = True
+        try:
+            while True:
+                with self._lock:
+                    ready: list[Envelope] = []
+                    pending = self._pending
+                    nxt = self._next
+                    while nxt in pending:
+                        k, o = pending.pop(nxt)
+                        nxt += k
+                        if ready:
+                            ready.extend(o)
+                        else:
+                            ready = o
+                    self._next = nxt
+                    self._parked -= len(ready)
+                    if not ready:
+                        self._emitting = False
+                        self._progress.notify_all()
+                        return
+                    self._progress.notify_all()
+                self._sink.put_many(ready)
+        except BaseException:
+            with self._lock:
+                self._emitting = False
+                self._progress.notify_all()
+            raise
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            self._progress.notify_all()
+
+    def parked_values(self) -> int:
+        with self._lock:
+            return sum(
+                1 for _, outs in self._pending.values() for e in outs if e.kind in (0, 3)
+            )

@@ -1,0 +1,202 @@
+"""Error policies, stop/cancel/drain/clear."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+
+from pipeline_app.engine import AsyncTaskPipeline, StageError
+
+from .funcs import agen, fail_on_7
+
+
+def _stage_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("pipeline-")]
+
+
+async def test_drop_policy_logs_counts_and_records(caplog: pytest.LogCaptureFixture) -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(enable_timing=True)
+    p.add_stage("check", fail_on_7)
+    p.add_stage("inc", lambda x: x + 1)
+    with caplog.at_level(logging.DEBUG, logger="pipeline_app.engine"):
+        async with p:
+            out = [x async for x in p.run(range(30))]
+    assert out == [x + 1 for x in range(30) if x % 10 != 7]
+    s = p.get_latency_summary()
+    assert s["error_count"] == 3
+    assert s["stage_statistics"]["check"]["error_count"] == 3
+    errs = p.errors
+    assert [e.seq for e in errs] == [7, 17, 27]
+    assert errs[0].stage == "check" and errs[0].exc_type == "ValueError"
+    assert "fail_on_7" in errs[0].traceback and errs[0].message == "bad 7"
+    # logged once per item: first with traceback at ERROR, the rest at DEBUG
+    recs = [r for r in caplog.records if "failed on item" in r.getMessage()]
+    assert [r.levelno for r in recs] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+    report = p.get_report()
+    assert report is not None and len(report.errors) == 3
+    failed = [b for b in report.item_breakdowns or [] if b.status == "error"]
+    assert [b.seq for b in failed] == [7, 17, 27] and failed[0].error_stage == "check"
+
+
+async def test_error_records_bounded_but_counted() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_error_records=5)
+    p.add_stage("boom", lambda x: 1 // 0)
+    async with p:
+        assert [x async for x in p.run(range(40))] == []
+    assert len(p.errors) == 5
+    assert p.get_latency_summary()["error_count"] == 40
+
+
+async def test_raise_policy_fails_fast() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(error_policy="raise")
+    p.add_stage("slow", lambda x: (time.sleep(0.001), x)[1])
+    p.add_stage("check", fail_on_7, workers=2)
+    t0 = time.perf_counter()
+    got: list[object] = []
+
+    async def consume() -> None:
+        async with p:
+            async for x in p.run(agen(100_000)):
+                got.append(x)
+
+    with pytest.raises(StageError) as ei:
+        await consume()
+    assert time.perf_counter() - t0 < 5
+    assert ei.value.stage == "check" and ei.value.seq == 7
+    assert isinstance(ei.value.__cause__, ValueError)
+    assert all(isinstance(x, int) and x < 7 for x in got)
+    assert not p.running and not _stage_threads()
+
+
+async def test_stop_mid_stream_is_prompt_and_counts_discarded() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=20)
+    p.add_stage("slow", lambda x: (time.sleep(0.05), x)[1])
+    p.add_stage("fast", lambda x: x)
+    await p.start()
+    feeder = asyncio.create_task(p.process_input_stream(agen(1000)))
+    await asyncio.sleep(0.2)
+    t0 = time.perf_counter()
+    discarded = await p.stop()
+    assert time.perf_counter() - t0 < 0.5
+    await asyncio.wait_for(feeder, 1)
+    fed = p.progress()["items_in"]
+    assert discarded > 0 and discarded == fed - p.progress()["items_out"]
+    assert p.get_latency_summary()["discarded_count"] == discarded
+    assert not _stage_threads()
+    assert await p.stop() == 0  # idempotent
+
+
+async def test_stop_undrained_output_does_not_block_loop() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=5)
+    p.add_stage("a", lambda x: x)
+    p.add_stage("b", lambda x: x)
+    await p.start()
+    for i in range(500):
+        await p.process_input_data(i, 0.0)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    t = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)  # nobody reads the output
+    discarded = await asyncio.wait_for(p.stop(), 2)
+    t.cancel()
+    assert discarded == 500 and ticks > 3
+    assert not _stage_threads()
+
+
+async def test_stop_while_consumer_waits_ends_iteration() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline()
+    p.add_stage("a", lambda x: x)
+    await p.start()
+    got: list[object] = []
+
+    async def consume() -> None:
+        async for x in p.generate_output_stream():
+            got.append(x)
+
+    task = asyncio.create_task(consume())
+    await p.process_input_data(1, 0.0)
+    await asyncio.sleep(0.05)
+    await p.stop()
+    await asyncio.wait_for(task, 1)
+    assert got == [1]
+
+
+async def test_drain_lets_in_flight_items_finish() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=50)
+    p.add_stage("slow", lambda x: (time.sleep(0.002), x)[1])
+    await p.start()
+    for i in range(40):
+        await p.process_input_data(i, 0.0)
+    await asyncio.wait_for(p.drain(), 5)
+    out = [x async for x in p.generate_output_stream()]
+    assert out == list(range(40))
+    assert await p.stop(drain=True) == 0
+
+
+async def test_clear_and_interrupt_count_discarded() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=100)
+    release = threading.Event()
+    p.add_stage("gate", lambda x: (release.wait(5), x)[1])
+    assert await p.interrupt() == 0  # not running
+    await p.start()
+    for i in range(30):
+        await p.process_input_data(i, 0.0)
+    await asyncio.sleep(0.05)
+    n = await p.interrupt()  # items queued; items already in a worker's batch are
+    assert 0 <= n <= 29  # dropped by the worker right after its current item
+    assert p.counter == 0
+    release.set()
+    await p.process_input_data(100, 0.0)
+    p.close_input()
+    out = [x async for x in p.generate_output_stream()]
+    assert out == [0, 100]
+    assert p.get_latency_summary()["discarded_count"] == 29
+    assert await p.stop() == 0
+
+
+async def test_stop_with_stage_mid_item_is_prompt() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline()
+    p.add_stage("long", lambda x: (time.sleep(0.3), x)[1])
+    await p.start()
+    await p.process_input_data(1, 0.0)
+    await asyncio.sleep(0.05)
+    t0 = time.perf_counter()
+    assert await p.stop() == 1
+    assert time.perf_counter() - t0 < 0.6
+    await asyncio.sleep(0.35)
+    assert not _stage_threads()
+
+
+async def test_backpressure_bounds_memory_with_concurrent_consumer() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=10)
+    p.add_stage("a", lambda x: x)
+    p.add_stage("b", lambda x: x)
+    max_seen = 0
+    await p.start()
+    fed = 0
+
+    async def source():  # type: ignore[no-untyped-def]
+        nonlocal fed
+        for i in range(400):
+            fed += 1
+            yield i
+
+    got = 0
+    async for _ in p.run(source()):
+        got += 1
+        max_seen = max(max_seen, fed - got)
+        await asyncio.sleep(0.0005)  # slow consumer
+    assert got == 400
+    # 2 stage queues + output + worker batches + consumer batch: well under 400
+    assert max_seen <= 10 * 6
+    await p.stop()

@@ -1,0 +1,217 @@
+"""Timing truth, summary shape, records, streaming memory, progress."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from pipeline_app.engine import AsyncTaskPipeline, ItemRecord
+from pipeline_app.engine.timing import Histogram
+
+from .funcs import agen, fail_on_7, split3
+
+
+def sleeper(d: float):  # type: ignore[no-untyped-def]
+    def fn(x: int) -> int:
+        time.sleep(d)
+        return x
+
+    return fn
+
+
+def close(a: float, b: float, rel: float = 0.05) -> bool:
+    return abs(a - b) <= rel * b
+
+
+async def test_known_durations_found_in_report() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=1, enable_timing=True)
+    p.add_stage("fast", sleeper(0.010))
+    p.add_stage("slow", sleeper(0.030))
+    async with p:
+        out = [x async for x in p.run(range(16))]
+    assert out == list(range(16))
+    s = p.get_latency_summary()
+    fast, slow = s["stage_statistics"]["fast"], s["stage_statistics"]["slow"]
+    assert close(fast["computation"]["avg"], 0.010)
+    assert close(slow["computation"]["avg"], 0.030)
+    assert close(slow["computation"]["p50"], 0.030)
+    assert close(slow["timing_breakdown"]["avg_computation_time"], 0.030)
+    assert close(fast["avg_processing_time"], 0.010)
+    # queue size 1 + slow downstream: the fast stage blocks putting (transmission) ~ 20 ms
+    assert 0.015 < fast["transmission"]["p50"] < 0.025
+    assert s["bottleneck_stage"] == "slow"
+    assert slow["busy_ratio"] > 0.8
+    # end-to-end: never below the computations
+    assert s["min_total_latency"] >= 0.040
+    rep = p.get_report()
+    assert rep is not None and rep.item_breakdowns is not None
+    for b in rep.item_breakdowns:
+        parts = sum(
+            d["queue_wait_time"] + d["computation_time"] + d["transmission_time"]
+            for d in b.stages.values()
+        )
+        assert parts <= b.totals["total_latency"] + 1e-6
+        rec = next(r for r in p.completed_items if r.seq == b.seq)
+        entry = rec.stages["fast"]["start"] - rec.stages["fast"]["queue_wait"]  # input blocked
+        assert b.totals["total_latency"] - parts - entry < 0.003  # consumer hop only
+
+
+async def test_queue_wait_is_measured() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=100, enable_timing=True)
+    p.add_stage("s", sleeper(0.005))
+    await p.start()
+    for i in range(10):
+        await p.process_input_data(i, time.perf_counter())
+    p.close_input()
+    _ = [x async for x in p.generate_output_stream()]
+    recs = p.completed_items
+    waits = [r.stages["s"]["queue_wait"] for r in recs]
+    # item k waits for k items of 5 ms (it is still waiting while in the worker's batch)
+    for k, w in enumerate(waits):
+        assert abs(w - 0.005 * k) < 0.003 + 0.0005 * k
+    await p.stop()
+
+
+async def test_summary_keys() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(enable_timing=True)
+    p.add_stage("a", lambda x: x if x % 3 else None)
+    p.add_stage("b", fail_on_7)
+    async with p:
+        out = [x async for x in p.run(range(100))]
+    assert len(out) == 100 - 34 - 7
+    s = p.get_latency_summary()
+    for k in (
+        "total_items", "avg_total_latency", "min_total_latency", "max_total_latency",
+        "stage_statistics", "overall_efficiency", "p50_total_latency", "p95_total_latency",
+        "p99_total_latency", "throughput", "error_count", "filtered_count", "duration",
+        "stage_order", "bottleneck_stage",
+    ):
+        assert k in s, k
+    assert s["total_items"] == len(out)
+    assert s["filtered_count"] == 34 and s["error_count"] == 7
+    assert s["stage_order"] == ["a", "b"]
+    assert s["throughput"] > 0 and s["duration"] > 0
+    assert set(s["overall_efficiency"]) == {"computation_efficiency", "overhead_ratio"}
+    a = s["stage_statistics"]["a"]
+    for k in (
+        "avg_latency", "min_latency", "max_latency", "processed_count", "avg_processing_time",
+        "timing_breakdown", "items_in", "items_out", "filtered_count", "error_count",
+        "computation", "queue_wait", "transmission", "busy_ratio",
+    ):
+        assert k in a, k
+    assert set(a["timing_breakdown"]) == {
+        "avg_computation_time", "avg_queue_wait_time", "avg_transmission_time",
+        "computation_ratio",
+    }
+    assert set(a["computation"]) == {"avg", "min", "max", "p50", "p95", "p99"}
+    assert (a["items_in"], a["items_out"], a["filtered_count"]) == (100, 66, 34)
+    b = s["stage_statistics"]["b"]
+    assert (b["items_in"], b["items_out"], b["error_count"]) == (66, 59, 7)
+    assert s["p50_total_latency"] <= s["p99_total_latency"] <= s["max_total_latency"]
+
+
+async def test_timing_off_summary_has_counts() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline()
+    p.add_stage("a", lambda x: x if x % 2 else None)
+    async with p:
+        _ = [x async for x in p.run(range(10))]
+    s = p.get_latency_summary()
+    assert s["filtered_count"] == 5 and s["items_out"] == 5 and s["total_items"] == 5
+
+
+async def test_on_item_timing_records() -> None:
+    records: list[ItemRecord] = []
+    threads: set[int] = set()
+
+    def cb(r: ItemRecord) -> None:
+        records.append(r)
+        threads.add(threading.get_ident())
+
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(
+        enable_timing=True, on_item_timing=cb, max_item_records=3
+    )
+    p.add_stage("f", lambda x: x if x != 1 else None)
+    p.add_stage("fan", lambda x: split3(x) if x != 2 else (_ for _ in ()).throw(KeyError(x)))
+    async with p:
+        out = [x async for x in p.run(agen(4))]
+    assert out == [0, 1, 2, 30, 31, 32]
+    assert threads == {threading.get_ident()}  # the event loop thread
+    assert [(r.seq, r.sub_index, r.status) for r in records] == [
+        (0, (0,), "ok"), (0, (1,), "ok"), (0, (2,), "ok"),
+        (1, (), "filtered"), (2, (), "error"),
+        (3, (0,), "ok"), (3, (1,), "ok"), (3, (2,), "ok"),
+    ]
+    r0 = records[0]
+    assert set(r0.stages) == {"f", "fan"}
+    assert set(r0.stages["f"]) == {"queue_wait", "computation", "transmission", "start", "end"}
+    assert 0 <= r0.stages["f"]["start"] <= r0.stages["f"]["end"] <= r0.stages["fan"]["start"]
+    assert r0.total_latency >= r0.computation_time
+    assert r0.finished_at > r0.created_at
+    assert records[3].error is None and set(records[3].stages) == {"f"}
+    assert records[4].error_stage == "fan" and "KeyError" in (records[4].error or "")
+    assert len(p.completed_items) == 3  # in-memory bound
+
+
+async def test_fan_out_children_have_own_timing() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(enable_timing=True)
+
+    def gen(x: int):  # type: ignore[no-untyped-def]
+        for k in range(3):
+            time.sleep(0.002)
+            yield k
+
+    p.add_stage("g", gen)
+    async with p:
+        _ = [x async for x in p.run([0])]
+    comps = [r.stages["g"]["computation"] for r in p.completed_items]
+    assert comps[0] < comps[1] < comps[2]  # generator consumption counts as computation
+    assert comps[2] >= 0.006
+
+
+async def test_streaming_memory_bounded() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(
+        max_queue_size=100, enable_timing=True, max_item_records=50
+    )
+    p.add_stage("a", lambda x: x + 1)
+    p.add_stage("b", lambda x: x + 1)
+    n = 0
+    async with p:
+        async for _ in p.run(range(30_000)):
+            n += 1
+    assert n == 30_000 and len(p.completed_items) == 50
+    agg = p._agg
+    assert agg is not None and len(agg.total.buckets) < 2000
+    assert p.get_latency_summary()["total_items"] == 30_000
+
+
+def test_histogram_percentiles() -> None:
+    h = Histogram()
+    xs = [i * 1e-5 for i in range(1, 10_001)]
+    for x in xs[:100]:
+        h.record(x)
+    for i in range(100, len(xs), 300):
+        h.record_many(xs[i : i + 300])
+    assert h.count == 10_000
+    assert close(h.percentile(50), 0.05, 0.03)
+    assert close(h.percentile(99), 0.099, 0.03)
+    assert h.min == xs[0] and h.max == xs[-1]
+
+
+async def test_progress_snapshot() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline()
+    gate = threading.Event()
+    p.add_stage("a", lambda x: (gate.wait(5), x)[1])
+    await p.start()
+    for i in range(5):
+        await p.process_input_data(i, 0.0)
+    await asyncio.sleep(0.05)
+    pr = p.progress()
+    assert pr["items_in"] == 5 and pr["items_out"] == 0 and pr["in_flight"] == 5
+    assert set(pr["stages"]["a"]) == {"queue_depth", "processed", "busy_time"}
+    gate.set()
+    p.close_input()
+    _ = [x async for x in p.generate_output_stream()]
+    pr = p.progress()
+    assert pr["items_out"] == 5 and pr["in_flight"] == 0 and pr["stages"]["a"]["processed"] == 5
+    await p.stop()
