@@ -20,7 +20,7 @@ from pipeline_app.worker import get_service
 VIEW_PERMISSION = "pipeline_app.view_pipelinerun"
 
 
-class JobConsumer(AsyncConsumer):
+class JobConsumer(AsyncConsumer):  # type: ignore[misc]
     """``runworker pipeline-jobs`` / ``pipelineworker``: start the job service, pass hints."""
 
     async def _service(self) -> Any:
@@ -39,7 +39,7 @@ def _can_view(user: Any) -> bool:
     return bool(user is not None and user.is_authenticated and user.has_perm(VIEW_PERMISSION))
 
 
-class RunProgressConsumer(AsyncJsonWebsocketConsumer):
+class RunProgressConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """``ws/pipeline/runs/<id>/``: the run's complete state on connect, then live snapshots."""
 
     async def connect(self) -> None:
@@ -65,7 +65,7 @@ class RunProgressConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(event)
 
 
-class RunListConsumer(AsyncJsonWebsocketConsumer):
+class RunListConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """``ws/pipeline/runs/``: states of runs that change, for the history page."""
 
     async def connect(self) -> None:

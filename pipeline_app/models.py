@@ -216,7 +216,7 @@ class PipelineRun(models.Model):
         return None
 
 
-def _stat_fields(prefix: str) -> dict[str, models.FloatField]:
+def _stat_fields(prefix: str) -> dict[str, models.Field[Any, Any]]:
     return {
         f"{prefix}_{stat}": models.FloatField(default=0.0)
         for stat in ("avg", "min", "max", "p50", "p95", "p99")

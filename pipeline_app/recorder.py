@@ -42,9 +42,7 @@ class RetentionPolicy:
         self.seen += 1
         if self.seen <= self.limit or record.status == ItemStatus.ERROR:
             return True
-        if (self.seen - self.limit) % self.sample_every == 0:
-            return True
-        return False
+        return (self.seen - self.limit) % self.sample_every == 0
 
     def consider_slowest(self, latency: float, row: Callable[[], tuple[Any, ...]]) -> None:
         if not self.keep_slowest:

@@ -104,6 +104,7 @@ def database_from_env() -> dict[str, Any]:
 DATABASES = {"default": database_from_env()}
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
