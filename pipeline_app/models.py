@@ -267,7 +267,9 @@ class ItemTiming(models.Model):
     computation = models.FloatField(default=0.0)
     overhead = models.FloatField(default=0.0)
     stages = models.JSONField(
-        default=dict, help_text="Per stage: [queue_wait, computation, transmission, start, end]."
+        default=dict,
+        help_text="Per stage, whole microseconds: [queue_wait, computation, transmission, "
+        "start, end] (start and end relative to the item's creation).",
     )
     error = models.TextField(blank=True)
     error_stage = models.CharField(max_length=100, blank=True)
@@ -282,3 +284,11 @@ class ItemTiming(models.Model):
 
     def __str__(self) -> str:
         return f"item {self.seq}{'.' + self.sub_index if self.sub_index else ''} of #{self.run_id}"
+
+    def stage_seconds(self) -> dict[str, list[float]]:
+        return stages_in_seconds(self.stages)
+
+
+def stages_in_seconds(stages: dict[str, list[int]] | None) -> dict[str, list[float]]:
+    """``ItemTiming.stages`` (microseconds) in seconds."""
+    return {name: [value / 1e6 for value in values] for name, values in (stages or {}).items()}

@@ -1,0 +1,3 @@
+"""Tests that drive a real browser against a live server."""
+
+from __future__ import annotations

@@ -1,0 +1,96 @@
+"""Server-side SVG charts: well-formed, labelled for screen readers, text escaped."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from pipeline_app import charts
+
+SVG = "{http://www.w3.org/2000/svg}"
+HOSTILE = "<script>alert(1)</script>"
+
+
+def parse(markup: str) -> ET.Element:
+    root = ET.fromstring(markup)
+    assert root.tag == f"{SVG}svg"
+    assert root.get("role") == "img"
+    title = root.find(f"{SVG}title")
+    desc = root.find(f"{SVG}desc")
+    assert title is not None and title.text and desc is not None and desc.text
+    assert root.get("aria-labelledby") == f"{title.get('id')} {desc.get('id')}"
+    return root
+
+
+def test_stage_split_stacks_three_parts_per_stage_and_marks_the_bottleneck() -> None:
+    rows = [
+        charts.StageSplit("fast", 0.001, 0.002, 0.0),
+        charts.StageSplit("slow", 0.004, 0.020, 0.001, is_bottleneck=True),
+    ]
+    root = parse(charts.stage_split_chart(rows))
+    bars = [r for r in root.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None]
+    assert len(bars) == 6
+    widths = [float(r.get("width", 0)) for r in bars]
+    assert widths[4] > widths[1]  # slow computation is wider than fast computation
+    assert "slow (bottleneck)" in "".join(root.itertext())
+
+
+def test_histogram_bins_cover_every_value_with_ms_axis() -> None:
+    bins = charts.bin_latencies([0.001, 0.002, 0.002, 0.010, 0.050])
+    assert sum(count for _, _, count in bins) == 5
+    assert bins[0][0] == 0 and bins[-1][1] >= 0.05
+    root = parse(charts.histogram_chart(bins, note=" (sample)"))
+    assert "latency, ms" in "".join(root.itertext())
+    assert "5 items (sample)" in root.find(f"{SVG}desc").text  # type: ignore[union-attr]
+
+
+def test_waterfall_draws_wait_and_work_segments_per_stage() -> None:
+    row = charts.WaterfallRow(
+        "first #0",
+        {"a": [0.001, 0.002, 0, 0.001, 0.003], "b": [0.0, 0.001, 0, 0.003, 0.004]},
+        0.004,
+    )
+    root = parse(charts.waterfall_chart([row], ["a", "b"]))
+    segments = [r for r in root.iter(f"{SVG}rect") if "stage-" in (r.get("class") or "")]
+    assert len(segments) >= 4  # legend + wait + work per stage
+    work = [
+        r for r in segments if r.get("class") == "stage-1" and r.find(f"{SVG}title") is not None
+    ]
+    assert work and float(work[0].get("x", 0)) > 120
+
+
+def test_sparkline_and_line_chart_handle_gaps_and_empty_data() -> None:
+    parse(charts.sparkline([0.01, None, 0.03], label="p95"))
+    assert "no runs yet" in charts.sparkline([], label="p95")
+    root = parse(
+        charts.line_chart(
+            {"p50": [0.01, 0.02], "p95": [0.02, None]},
+            title="t",
+            unit="ms",
+            x_labels=["#1", "#2"],
+            scale=1e3,
+        )
+    )
+    assert len(list(root.iter(f"{SVG}polyline"))) == 2
+
+
+def test_every_label_is_escaped() -> None:
+    markup = charts.stage_split_chart([charts.StageSplit(HOSTILE, 0.1, 0.1, 0.1)])
+    markup += charts.waterfall_chart([charts.WaterfallRow(HOSTILE, {}, 0.1)], [HOSTILE])
+    markup += charts.sparkline([1.0], label=HOSTILE)
+    markup += charts.line_chart({HOSTILE: [1.0]}, title=HOSTILE, unit=HOSTILE, x_labels=[HOSTILE])
+    assert HOSTILE not in markup and "&lt;script&gt;" in markup
+
+
+def test_durations_read_in_a_sensible_unit() -> None:
+    assert charts.fmt_seconds(0.0000042) == "4 µs"
+    assert charts.fmt_seconds(0.0123) == "12.3 ms"
+    assert charts.fmt_seconds(2.5) == "2.5 s"
+    assert charts.fmt_seconds(None) == "\u2013"
+
+
+def test_slowest_stage_reads_microseconds() -> None:
+    from pipeline_app.templatetags.pipeline_app_tags import slowest_stage
+
+    assert slowest_stage({"a": [100, 200, 0, 0, 300], "b": [1000, 2000, 0, 0, 3000]}) == (
+        "b (3 ms)"
+    )

@@ -1,0 +1,370 @@
+"""The dashboard through Django's test client: permissions, CSRF, escaping, paging, exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from pipeline_app.models import (
+    ItemStatus,
+    ItemTiming,
+    PipelineDefinition,
+    PipelineRun,
+    RunStatus,
+    StageStat,
+    Trigger,
+)
+from tests.factories import make_definition
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+STAGES = ["test-inc", "test-fail-every"]
+
+
+def make_run(
+    definition: PipelineDefinition,
+    *,
+    status: str = RunStatus.SUCCEEDED,
+    items: int = 30,
+    failed: tuple[int, ...] = (),
+    **fields: Any,
+) -> PipelineRun:
+    """A finished run with summary, stage statistics and item timings, as the runner leaves it."""
+    now = timezone.now()
+    run = PipelineRun.objects.create(
+        definition=definition,
+        snapshot=definition.snapshot(),
+        snapshot_hash="x",
+        status=status,
+        started_at=now - timedelta(seconds=3),
+        finished_at=now if status != RunStatus.RUNNING else None,
+        items_in=items,
+        items_out=items - len(failed),
+        items_errors=len(failed),
+        items_expected=items,
+        p50_latency=0.01,
+        p95_latency=0.02,
+        throughput=100.0,
+        summary={"stage_order": STAGES, "p99_total_latency": 0.03, "total_items": items},
+        errors=[
+            {
+                "seq": s,
+                "stage": "test-fail-every",
+                "type": "ValueError",
+                "message": HOSTILE,
+                "traceback": f"Traceback ... {HOSTILE}",
+            }
+            for s in failed
+        ],
+        **fields,
+    )
+    for position, name in enumerate(STAGES):
+        StageStat.objects.create(
+            run=run,
+            position=position,
+            stage=name,
+            processed=items,
+            items_in=items,
+            computation_avg=0.001 * (position + 1),
+            queue_wait_avg=0.002,
+            transmission_avg=0.0005,
+            busy_ratio=0.4 * (position + 1),
+            is_bottleneck=position == 1,
+        )
+    ItemTiming.objects.bulk_create(
+        ItemTiming(
+            run=run,
+            seq=seq,
+            status=ItemStatus.ERROR if seq in failed else ItemStatus.OK,
+            latency=0.001 * (seq % 17 + 1),
+            computation=0.0005,
+            stages={
+                "test-inc": [100, 200, 0, 100, 300],
+                "test-fail-every": [200, 500, 0, 500, 1000],
+            },
+            error=f"ValueError: {HOSTILE}" if seq in failed else "",
+            error_stage="test-fail-every" if seq in failed else "",
+        )
+        for seq in range(items)
+    )
+    return run
+
+
+@pytest.fixture
+def definition() -> PipelineDefinition:
+    return make_definition("views", stages=STAGES, source_params={"count": 30})
+
+
+def user_with(django_user_model: Any, *codenames: str) -> Any:
+    user = django_user_model.objects.create_user("viewer", password="pw")
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def viewer_client(django_user_model: Any) -> Client:
+    client = Client()
+    client.force_login(user_with(django_user_model, "view_pipelinerun"))
+    return client
+
+
+def test_anonymous_users_are_sent_to_the_login_page(client: Client, definition: Any) -> None:
+    run = make_run(definition)
+    for url in (
+        reverse("pipeline_app:pipeline-list"),
+        reverse("pipeline_app:run-list"),
+        run.get_absolute_url(),
+        reverse("pipeline_app:run-export", args=[run.pk, "csv"]),
+    ):
+        response = client.get(url)
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_users_without_the_view_permission_get_403(client: Client, django_user_model: Any) -> None:
+    client.force_login(user_with(django_user_model))
+    assert client.get(reverse("pipeline_app:run-list")).status_code == 403
+
+
+def test_starting_and_cancelling_need_their_permissions(
+    viewer_client: Client, definition: Any
+) -> None:
+    run = make_run(definition, status=RunStatus.RUNNING)
+    run_url = reverse("pipeline_app:pipeline-run", args=[definition.slug])
+    assert viewer_client.post(run_url, {}).status_code == 403
+    assert viewer_client.post(reverse("pipeline_app:run-cancel", args=[run.pk])).status_code == 403
+    assert viewer_client.post(reverse("pipeline_app:run-rerun", args=[run.pk])).status_code == 403
+    assert PipelineRun.objects.count() == 1
+    page = viewer_client.get(run.get_absolute_url()).content.decode()
+    assert "Cancel run" not in page and "Re-run" not in page
+
+
+def test_csrf_token_is_required_to_start_a_run(admin_user: Any, definition: Any) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    url = reverse("pipeline_app:pipeline-run", args=[definition.slug])
+    assert client.post(url, {}).status_code == 403
+    page = client.get(definition.get_absolute_url())
+    token = page.cookies["csrftoken"].value
+    response = client.post(url, {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert PipelineRun.objects.filter(trigger=Trigger.DASHBOARD).count() == 1
+
+
+def test_run_form_submits_typed_parameters_and_redirects_to_the_run(
+    admin_client: Client, definition: Any
+) -> None:
+    url = reverse("pipeline_app:pipeline-run", args=[definition.slug])
+    response = admin_client.post(url, {f"run-{definition.slug}-source__count": "7"})
+    run = PipelineRun.objects.get()
+    assert response["Location"] == run.get_absolute_url()
+    assert run.params == {"source": {"count": 7}}
+    assert run.trigger == Trigger.DASHBOARD
+
+
+def test_bad_parameters_are_shown_as_form_errors(admin_client: Client, definition: Any) -> None:
+    url = reverse("pipeline_app:pipeline-run", args=[definition.slug])
+    response = admin_client.post(url, {f"run-{definition.slug}-source__count": "many"})
+    assert response.status_code == 200
+    assert "Enter a whole number" in response.content.decode()
+    definition.is_active = False
+    definition.save()
+    response = admin_client.post(url, {})
+    assert "is inactive" in response.content.decode()
+    assert not PipelineRun.objects.exists()
+
+
+def test_hostile_item_and_error_text_is_escaped(admin_client: Client, definition: Any) -> None:
+    run = make_run(
+        definition,
+        status=RunStatus.FAILED,
+        failed=(0, 10),
+        error_message=f"boom {HOSTILE}",
+        traceback=f"Traceback {HOSTILE}",
+    )
+    for url in (
+        run.get_absolute_url(),
+        reverse("pipeline_app:run-items", args=[run.pk]) + "?status=error",
+    ):
+        page = admin_client.get(url).content.decode()
+        assert HOSTILE not in page
+        assert ESCAPED in page
+
+
+def test_hostile_pipeline_and_stage_names_are_escaped_in_charts(admin_client: Client) -> None:
+    definition = make_definition(f"evil {HOSTILE}", stages=STAGES)
+    run = make_run(definition)
+    StageStat.objects.filter(run=run, position=0).update(stage=HOSTILE)
+    for url in (
+        run.get_absolute_url(),
+        reverse("pipeline_app:pipeline-list"),
+        definition.get_absolute_url(),
+    ):
+        page = admin_client.get(url).content.decode()
+        assert HOSTILE not in page, url
+
+
+def test_run_detail_shows_cards_stage_table_bottleneck_and_charts(
+    admin_client: Client, definition: Any
+) -> None:
+    previous = make_run(definition)
+    PipelineRun.objects.filter(pk=previous.pk).update(
+        created_at=timezone.now() - timedelta(hours=1), p95_latency=0.01
+    )
+    run = make_run(definition, failed=(3,))
+    page = admin_client.get(run.get_absolute_url()).content.decode()
+    assert "p95 latency" in page and "Throughput" in page
+    assert 'class="bottleneck"' in page and "Bottleneck" in page
+    for chart in ("chart-split", "chart-histogram", "chart-waterfall"):
+        assert f'id="{chart}"' in page
+    assert page.count('role="img"') >= 3
+    assert f"run #{previous.pk}" in page and "Regression" in page  # p95 doubled
+    assert "Re-run failed items" in page
+
+
+def test_running_run_has_a_live_progress_bar(admin_client: Client, definition: Any) -> None:
+    run = make_run(definition, status=RunStatus.RUNNING, items=10)
+    PipelineRun.objects.filter(pk=run.pk).update(
+        items_expected=40, progress={"done": 10, "stages": {"test-inc": {"queue_depth": 3}}}
+    )
+    page = admin_client.get(run.get_absolute_url()).content.decode()
+    assert 'role="progressbar"' in page and 'aria-valuenow="25.0"' in page
+    assert f'data-live-run="{run.pk}"' in page and 'data-live-finished="0"' in page
+    assert "Cancel run" in page
+
+
+def test_status_json_has_the_websocket_run_shape(admin_client: Client, definition: Any) -> None:
+    run = make_run(definition, status=RunStatus.RUNNING)
+    data = admin_client.get(reverse("pipeline_app:run-status", args=[run.pk])).json()
+    assert data["type"] == "run.progress"
+    assert data["run"]["id"] == run.pk and data["run"]["is_finished"] is False
+    assert {"items_in", "rate", "eta_seconds", "progress", "p95_latency"} <= set(data["run"])
+
+
+def test_run_list_pages_by_keyset_without_counting(
+    admin_client: Client, definition: Any, django_assert_max_num_queries: Any
+) -> None:
+    PipelineRun.objects.bulk_create(
+        PipelineRun(definition=definition, snapshot={"name": "views"}, snapshot_hash="x")
+        for _ in range(120)
+    )
+    url = reverse("pipeline_app:run-list")
+    seen: list[int] = []
+    next_url = url
+    while next_url:
+        with django_assert_max_num_queries(6) as queries:
+            response = admin_client.get(next_url)
+        assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+        page = response.context["page"]
+        seen.extend(run.pk for run in page.rows)
+        next_url = f"{url}?after={page.next_cursor}" if page.next_cursor else ""
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 120
+    first_page = admin_client.get(f"{url}?before={page.prev_cursor}").context["page"]
+    assert first_page.rows and first_page.rows[0].pk > page.rows[0].pk
+
+
+def test_run_list_filters_by_status_and_pipeline(admin_client: Client, definition: Any) -> None:
+    make_run(definition, status=RunStatus.FAILED)
+    other = make_definition("other")
+    make_run(other)
+    url = reverse("pipeline_app:run-list")
+    rows = admin_client.get(url, {"status": "failed"}).context["page"].rows
+    assert [r.status for r in rows] == ["failed"]
+    rows = admin_client.get(url, {"pipeline": "other"}).context["page"].rows
+    assert [r.definition.name for r in rows] == ["other"]
+
+
+def test_item_table_sorts_slowest_first_and_pages(admin_client: Client, definition: Any) -> None:
+    run = make_run(definition, items=120)
+    url = reverse("pipeline_app:run-items", args=[run.pk])
+    page = admin_client.get(url, {"sort": "slowest"}).context["items"]
+    latencies = [item.latency for item in page.rows]
+    assert latencies == sorted(latencies, reverse=True) and len(latencies) == 50
+    rest = admin_client.get(url, {"sort": "slowest", "after": page.next_cursor}).context["items"]
+    assert rest.rows[0].latency <= latencies[-1]
+    assert not {i.pk for i in rest.rows} & {i.pk for i in page.rows}
+    seq_pages = []
+    after = ""
+    while True:
+        items = admin_client.get(url, {"after": after} if after else {}).context["items"]
+        seq_pages.extend(i.seq for i in items.rows)
+        if not items.next_cursor:
+            break
+        after = items.next_cursor
+    assert seq_pages == list(range(120))
+
+
+def test_exports_stream_every_item_as_csv_and_json(admin_client: Client, definition: Any) -> None:
+    run = make_run(definition, items=25, failed=(4,))
+    response = admin_client.get(reverse("pipeline_app:run-export", args=[run.pk, "csv"]))
+    assert response.streaming and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert len(rows) == 25 and rows[4]["status"] == "error"
+    assert rows[0]["test-fail-every.computation"] == "0.0005"
+    response = admin_client.get(reverse("pipeline_app:run-export", args=[run.pk, "json"]))
+    data = json.loads(b"".join(response.streaming_content))
+    assert data["stage_order"] == STAGES and len(data["items"]) == 25
+    assert data["items"][4]["error"] == f"ValueError: {HOSTILE}"
+
+
+def test_csv_export_neutralises_spreadsheet_formulas(admin_client: Client, definition: Any) -> None:
+    run = make_run(definition, items=2)
+    ItemTiming.objects.filter(run=run, seq=0).update(error='=HYPERLINK("http://x")')
+    response = admin_client.get(reverse("pipeline_app:run-export", args=[run.pk, "csv"]))
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0]["error"].startswith("'=")
+
+
+def test_rerun_of_failed_items_queues_only_those(admin_client: Client, definition: Any) -> None:
+    run = make_run(definition, failed=(3, 7))
+    response = admin_client.post(
+        reverse("pipeline_app:run-rerun", args=[run.pk]), {"failed_only": "1"}
+    )
+    new = PipelineRun.objects.exclude(pk=run.pk).get()
+    assert response["Location"] == new.get_absolute_url()
+    assert new.only_items == [3, 7] and new.rerun_of_id == run.pk
+
+
+def test_rerun_of_failed_items_without_failures_reports_it(
+    admin_client: Client, definition: Any
+) -> None:
+    run = make_run(definition)
+    response = admin_client.post(
+        reverse("pipeline_app:run-rerun", args=[run.pk]), {"failed_only": "1"}, follow=True
+    )
+    assert "no failed items" in response.content.decode()
+    assert PipelineRun.objects.count() == 1
+
+
+def test_cancel_of_a_queued_run_cancels_it(admin_client: Client, definition: Any) -> None:
+    run = PipelineRun.objects.create(
+        definition=definition, snapshot={"name": "v"}, snapshot_hash=""
+    )
+    admin_client.post(reverse("pipeline_app:run-cancel", args=[run.pk]))
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+
+
+def test_pipeline_pages_show_last_run_trend_and_form(admin_client: Client, definition: Any) -> None:
+    for _ in range(3):
+        make_run(definition)
+    page = admin_client.get(reverse("pipeline_app:pipeline-list")).content.decode()
+    assert definition.name in page and "p95 latency of views" in page
+    assert f'name="run-{definition.slug}-source__count"' in page
+    detail = admin_client.get(definition.get_absolute_url()).content.decode()
+    assert "p50 and p95" in detail and "Throughput" in detail and "Compared with" in detail
+
+
+def test_root_redirects_to_the_dashboard(client: Client) -> None:
+    assert client.get("/")["Location"] == "/pipelines/"
