@@ -216,13 +216,6 @@ class PipelineRun(models.Model):
         return None
 
 
-def _stat_fields(prefix: str) -> dict[str, models.Field[Any, Any]]:
-    return {
-        f"{prefix}_{stat}": models.FloatField(default=0.0)
-        for stat in ("avg", "min", "max", "p50", "p95", "p99")
-    }
-
-
 class StageStat(models.Model):
     """One row per stage per run, so stage times can be compared across runs."""
 
@@ -236,9 +229,24 @@ class StageStat(models.Model):
     processed = models.PositiveBigIntegerField(default=0)
     busy_ratio = models.FloatField(default=0.0)
     is_bottleneck = models.BooleanField(default=False)
-    locals().update(_stat_fields("computation"))
-    locals().update(_stat_fields("queue_wait"))
-    locals().update(_stat_fields("transmission"))
+    computation_avg = models.FloatField(default=0.0)
+    computation_min = models.FloatField(default=0.0)
+    computation_max = models.FloatField(default=0.0)
+    computation_p50 = models.FloatField(default=0.0)
+    computation_p95 = models.FloatField(default=0.0)
+    computation_p99 = models.FloatField(default=0.0)
+    queue_wait_avg = models.FloatField(default=0.0)
+    queue_wait_min = models.FloatField(default=0.0)
+    queue_wait_max = models.FloatField(default=0.0)
+    queue_wait_p50 = models.FloatField(default=0.0)
+    queue_wait_p95 = models.FloatField(default=0.0)
+    queue_wait_p99 = models.FloatField(default=0.0)
+    transmission_avg = models.FloatField(default=0.0)
+    transmission_min = models.FloatField(default=0.0)
+    transmission_max = models.FloatField(default=0.0)
+    transmission_p50 = models.FloatField(default=0.0)
+    transmission_p95 = models.FloatField(default=0.0)
+    transmission_p99 = models.FloatField(default=0.0)
 
     class Meta:
         ordering = ["run", "position"]
