@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ def prepare_database() -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
 
 
-def setup_django(database_url: str, prefix: str) -> dict[str, str]:
+def setup_django(database_url: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
@@ -51,9 +50,6 @@ def setup_django(database_url: str, prefix: str) -> dict[str, str]:
     import django
 
     django.setup()
-    from django.conf import settings
-
-    settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"] = prefix
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
@@ -77,12 +73,12 @@ def definition(name: str, count: int, timing: bool) -> Any:
     return found
 
 
-def start_workers(env: dict[str, str], count: int, prefix: str) -> list[subprocess.Popen[bytes]]:
+def start_workers(env: dict[str, str], count: int) -> list[subprocess.Popen[bytes]]:
     workers = [
         subprocess.Popen(
             [sys.executable, "manage.py", "pipelineworker", "--concurrency", "2"],
             cwd=REPO,
-            env={**env, "CHANNELS_PREFIX": prefix, "PIPELINE_APP_PREFIX": prefix},
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -170,17 +166,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     samples, jobs_count, items = (10, 40, 300_000) if args.quick else (30, 200, 1_000_000)
-    prefix = f"bench-{uuid.uuid4().hex[:6]}"
-    env = setup_django(prepare_database(), prefix)
+    env = setup_django(prepare_database())
 
-    workers = start_workers(env, 1, prefix)
+    workers = start_workers(env, 1)
     try:
         latencies = submit_to_start(samples)
         one = throughput(jobs_count)
         rate, items_per_second, received = progress_rate(items)
     finally:
         stop_workers(workers)
-    workers = start_workers(env, 2, prefix)
+    workers = start_workers(env, 2)
     try:
         two = throughput(jobs_count)
     finally:
