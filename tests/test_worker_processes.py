@@ -249,3 +249,44 @@ def test_sigterm_lets_running_jobs_finish_and_leaves_nothing_running(
     assert worker.wait(timeout=15) == 0
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED  # finished within the grace period
+
+
+def test_plain_runworker_entry_point_executes_submitted_runs(
+    subprocess_env: dict[str, str], redis_url: str
+) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("multi-process workers run in the PostgreSQL pass (DATABASE_URL=postgres://)")
+    prefix = f"pipeline-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **subprocess_env,
+        "REDIS_URL": redis_url,
+        "CHANNELS_PREFIX": prefix,
+        "PIPELINE_APP_TEST_CONFIG": json.dumps({"POLL_INTERVAL": POLL}),
+    }
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": prefix},
+        }
+    }
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runworker", "pipeline-jobs"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(2.5)
+        with override_settings(CHANNEL_LAYERS=layers):
+            run = jobs.submit(make_definition(source_params={"count": 20}, sink="discard"))
+        done = wait_until(
+            lambda: PipelineRun.objects.filter(pk=run.pk, status=RunStatus.SUCCEEDED).first(),
+            20,
+            "run executed by `runworker pipeline-jobs`",
+        )
+        assert done.items_out == 20
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
