@@ -136,7 +136,7 @@ def progress_rate(items: int) -> tuple[float, float, int]:
     """Messages per second a watcher of one fast run receives, and that run's items/s."""
     from channels.layers import get_channel_layer
 
-    from pipeline_app import jobs
+    from pipeline_app import hints, jobs
     from pipeline_app.models import PipelineRun
     from pipeline_app.progress import run_group
 
@@ -147,7 +147,7 @@ def progress_rate(items: int) -> tuple[float, float, int]:
         channel = await layer.new_channel()
         run = await asyncio.to_thread(jobs.create_run, fast)
         await layer.group_add(run_group(run.pk), channel)
-        await asyncio.to_thread(jobs.notify_workers, {"type": "job.wake", "run_id": run.pk})
+        await asyncio.to_thread(hints.notify_workers, {"type": "job.wake", "run_id": run.pk})
         received = 0
         while True:
             message = await asyncio.wait_for(layer.receive(channel), 120)

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from pipeline_app import conf
+from pipeline_app.hints import notify_workers
 from pipeline_app.models import (
     PipelineDefinition,
     PipelineRun,
@@ -161,29 +162,6 @@ def cancel(run: PipelineRun) -> PipelineRun:
     if run.status == RunStatus.RUNNING:
         transaction.on_commit(lambda: notify_workers({"type": "job.cancel", "run_id": run.pk}))
     return run
-
-
-def notify_workers(message: dict[str, Any]) -> None:
-    """Send a hint on the job channel; a lost hint only delays work until the next poll."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(_send_hint)(layer, message)
-    except Exception:
-        logger.warning("Could not notify workers of %s", message, exc_info=True)
-
-
-async def _send_hint(layer: Any, message: dict[str, Any]) -> None:
-    channel = conf.get("JOB_CHANNEL")
-    # The group reaches every running job service; the named channel also wakes a plain
-    # `runworker pipeline-jobs` that has not started its service yet.
-    await layer.group_send(channel, message)
-    if type(layer).__name__ != "InMemoryChannelLayer":
-        await layer.send(channel, message)
 
 
 def is_embedded(layer: Any = None) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from django.db import connection
 
-from pipeline_app import conf, jobs, runner
+from pipeline_app import conf, hints, jobs, runner
 from pipeline_app.dbexec import run_db
 from pipeline_app.models import PipelineRun
 from pipeline_app.progress import RUN_LIST_GROUP, run_group, run_state, state_with_snapshot
@@ -72,6 +72,7 @@ class JobService:
             asyncio.create_task(self._claim_loop(), name="pipeline-claim"),
             asyncio.create_task(self._sweep_loop(), name="pipeline-sweep"),
         ]
+        hints.add_listener(self.hint_threadsafe)
         if self.channel_layer is not None:
             self._channel = await self.channel_layer.new_channel("pipeline-worker.")
             await self.channel_layer.group_add(conf.get("JOB_CHANNEL"), self._channel)
@@ -82,6 +83,7 @@ class JobService:
         """Stop claiming; let running jobs finish within ``grace``; requeue the rest."""
         grace = conf.get("SHUTDOWN_GRACE_SECONDS") if grace is None else grace
         self.accepting = False
+        hints.remove_listener(self.hint_threadsafe)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -124,12 +126,22 @@ class JobService:
         if job is not None:
             job.cancel.set()
 
-    async def handle_message(self, message: dict[str, Any]) -> None:
+    def hint_threadsafe(self, message: dict[str, Any]) -> None:
+        """A hint from any thread of this process (see :mod:`pipeline_app.hints`)."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._handle_hint, message)
+
+    def _handle_hint(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "job.wake":
             self.wake()
         elif kind == "job.cancel" and message.get("run_id") is not None:
             self.cancel_local(int(message["run_id"]))
+
+    async def handle_message(self, message: dict[str, Any]) -> None:
+        self._handle_hint(message)
 
     # -- loops -------------------------------------------------------------------------------
     async def _listen(self) -> None:

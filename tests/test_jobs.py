@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import get_channel_layer
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from pipeline_app import jobs
+from pipeline_app import hints, jobs
 from pipeline_app.models import PipelineRun, RunStatus, Trigger
 from pipeline_app.params import ParamError
 from tests.factories import make_definition
@@ -34,16 +31,15 @@ def test_submit_validates_parameters_before_anything_is_queued() -> None:
 
 def test_submit_snapshots_the_definition_and_hints_after_commit() -> None:
     definition = make_definition(source_params={"count": 5})
-
-    async def submit_and_listen() -> tuple[PipelineRun, dict[str, object]]:
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await layer.group_add("pipeline-jobs", channel)
-        run = await sync_to_async(jobs.submit)(definition, params={"count": 7})
-        return run, await asyncio.wait_for(layer.receive(channel), 5)
-
-    run, hint = async_to_sync(submit_and_listen)()
-    assert hint == {"type": "job.wake", "run_id": run.pk}
+    received: list[dict[str, object]] = []
+    hints.add_listener(received.append)
+    try:
+        with transaction.atomic():
+            run = jobs.submit(definition, params={"count": 7})
+            assert received == []  # nothing before the commit
+    finally:
+        hints.remove_listener(received.append)
+    assert received == [{"type": "job.wake", "run_id": run.pk}]
     assert run.status == RunStatus.QUEUED
     assert run.params == {"source": {"count": 7}}
     assert run.snapshot["stages"][0]["stage"] == "test-inc"
