@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from pipeline_app import conf
+from pipeline_app.assembly import validated_params
 from pipeline_app.hints import notify_workers
 from pipeline_app.models import (
     PipelineDefinition,
@@ -27,7 +28,6 @@ from pipeline_app.models import (
 )
 from pipeline_app.params import ParamError
 from pipeline_app.registry import registry
-from pipeline_app.runner import validated_params
 
 logger = logging.getLogger(__name__)
 

@@ -10,28 +10,20 @@ an unhandled exception: a failure becomes a ``failed`` run with its traceback.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
-from django.utils import timezone
-
 from pipeline_app import conf, params
+from pipeline_app.assembly import build_pipeline, expected_items, validated_params
 from pipeline_app.builtins import Sink, SinkContext
 from pipeline_app.engine import AsyncTaskPipeline, StageError
-from pipeline_app.models import (
-    ErrorPolicy,
-    ItemTiming,
-    PipelineRun,
-    RunStatus,
-    StageStat,
-)
+from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, StageStat
+from pipeline_app.outcome import Outcome, error_dict, finish
 from pipeline_app.recorder import RunRecorder
 from pipeline_app.registry import registry
 
@@ -42,66 +34,6 @@ ProgressHook = Callable[[dict[str, Any]], None]
 
 class SinkError(Exception):
     """The sink raised while writing an output; the original is the ``__cause__``."""
-
-
-@dataclass
-class _Outcome:
-    status: str = RunStatus.SUCCEEDED
-    error_message: str = ""
-    traceback: str = ""
-    result: dict[str, Any] | None = None
-    summary: dict[str, Any] | None = None
-    discarded: int = 0
-    source_errors: list[str] = field(default_factory=list)
-
-
-def validated_params(
-    snapshot: dict[str, Any], run_params: dict[str, Any], *, web: bool
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Source and sink parameters of a run: definition defaults, then the run's own values."""
-    roots = conf.get("FILE_ROOTS") if web else None
-    source = registry.get("source", snapshot["source"])
-    sink = registry.get("sink", snapshot["sink"])
-    source_values = {**snapshot["source_params"], **run_params.get("source", {})}
-    sink_values = {**snapshot["sink_params"], **run_params.get("sink", {})}
-    return (
-        params.validate(
-            f"source {source.name!r}",
-            source.params,
-            source_values,
-            file_params=source.file_params,
-            file_roots=roots,
-        ),
-        params.validate(
-            f"sink {sink.name!r}",
-            sink.params,
-            sink_values,
-            file_params=sink.file_params,
-            file_roots=roots,
-        ),
-    )
-
-
-def build_pipeline(snapshot: dict[str, Any], **engine_options: Any) -> AsyncTaskPipeline[Any, Any]:
-    pipeline: AsyncTaskPipeline[Any, Any] = AsyncTaskPipeline(
-        max_queue_size=snapshot["max_queue_size"],
-        enable_timing=snapshot["enable_timing"],
-        error_policy="raise" if snapshot["error_policy"] == ErrorPolicy.FAIL else "drop",
-        **engine_options,
-    )
-    for index, stage in enumerate(snapshot["stages"]):
-        registered = registry.get("stage", stage["stage"])
-        stage_params = params.validate(
-            f"stage {registered.name!r}", registered.params, stage.get("params") or {}
-        )
-        fn = functools.partial(registered.func, **stage_params) if stage_params else registered.func
-        name = stage["stage"] if _unique(snapshot, stage["stage"]) else f"{stage['stage']}#{index}"
-        pipeline.add_stage(name, fn, workers=stage["workers"], executor=stage["executor"])
-    return pipeline
-
-
-def _unique(snapshot: dict[str, Any], stage_name: str) -> bool:
-    return sum(1 for s in snapshot["stages"] if s["stage"] == stage_name) == 1
 
 
 def execute(
@@ -122,7 +54,7 @@ def execute(
     if run.attempt > 1:  # an earlier attempt's partial records are replaced by this one's
         ItemTiming.objects.filter(run=run).delete()
         StageStat.objects.filter(run=run).delete()
-    outcome = _Outcome()
+    outcome = Outcome()
     seq_map: list[int] | None = sorted(run.only_items) if run.only_items is not None else None
     recorder = RunRecorder(run, seq_map=seq_map, on_progress=progress_hook)
     stops = _Stops(cancel_event or threading.Event(), shutdown_event or threading.Event())
@@ -135,7 +67,7 @@ def execute(
         source_params, sink_params = validated_params(
             snapshot, run.params, web=run.trigger not in ("cli", "api")
         )
-        expected = _expected_items(snapshot["source"], source_params, seq_map)
+        expected = expected_items(snapshot["source"], source_params, seq_map)
         if expected is not None:
             PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt).update(
                 items_expected=expected
@@ -164,7 +96,7 @@ def execute(
         outcome.traceback = outcome.traceback or traceback.format_exc()
     finally:
         recorder.close()
-    return _finish(run, outcome, recorder)
+    return finish(run, outcome)
 
 
 async def _drive(
@@ -176,7 +108,7 @@ async def _drive(
     recorder: RunRecorder,
     stops: _Stops,
     expected: int | None,
-    outcome: _Outcome,
+    outcome: Outcome,
 ) -> None:
     source_fn = registry.get("source", snapshot["source"]).func
     source = _guarded_source(source_fn(**source_params), seq_map, outcome)
@@ -221,7 +153,7 @@ async def _drive(
         outcome.summary = pipeline.get_latency_summary()
         outcome.summary.setdefault("duration", time.perf_counter() - started)
         outcome.summary["errors"] = [
-            _error_dict(e) for e in pipeline.errors[: conf.get("MAX_RECORDED_ERRORS")]
+            error_dict(e) for e in pipeline.errors[: conf.get("MAX_RECORDED_ERRORS")]
         ]
         recorder.publish_progress(_snapshot(pipeline, expected, final=True))
     if outcome.source_errors and outcome.status == RunStatus.SUCCEEDED:
@@ -240,7 +172,7 @@ async def _consume(
 
 
 async def _guarded_source(
-    source: AsyncIterator[Any], seq_map: Sequence[int] | None, outcome: _Outcome
+    source: AsyncIterator[Any], seq_map: Sequence[int] | None, outcome: Outcome
 ) -> AsyncIterator[Any]:
     """Feed the source to the engine; a source failure ends the input (items in flight still
     finish) and is recorded as the run's error instead of escaping."""
@@ -311,103 +243,5 @@ def _snapshot(
     return progress
 
 
-def _expected_items(
-    source: str, source_params: dict[str, Any], seq_map: Sequence[int] | None
-) -> int | None:
-    if seq_map is not None:
-        return len(seq_map)
-    hint = registry.get("source", source).size_hint
-    if hint is None:
-        return None
-    try:
-        return hint(source_params)
-    except Exception:
-        return None
-
-
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
-
-
-def _error_dict(error: Any) -> dict[str, Any]:
-    return {
-        "seq": error.seq,
-        "stage": error.stage,
-        "type": error.exc_type,
-        "message": error.message,
-        "traceback": error.traceback,
-    }
-
-
-def _finish(run: PipelineRun, outcome: _Outcome, recorder: RunRecorder) -> PipelineRun:
-    if outcome.status == RunStatus.QUEUED:
-        return _requeue(run, outcome)
-    summary = outcome.summary or {}
-    now = timezone.now()
-    fields: dict[str, Any] = {
-        "status": outcome.status,
-        "finished_at": now,
-        "summary": summary or None,
-        "result": outcome.result,
-        "errors": summary.pop("errors", []) if summary else [],
-        "error_message": outcome.error_message[:10_000],
-        "traceback": outcome.traceback,
-        "p50_latency": summary.get("p50_total_latency"),
-        "p95_latency": summary.get("p95_total_latency"),
-        "throughput": summary.get("throughput"),
-        "eta_seconds": None,
-        "lease_expires_at": None,
-    }
-    with transaction.atomic():
-        updated = PipelineRun.objects.filter(
-            pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING
-        ).update(**fields)
-        if updated and summary:
-            StageStat.objects.filter(run=run).delete()
-            StageStat.objects.bulk_create(stage_stats(run, summary))
-    if not updated:
-        logger.warning(
-            "Run %s: final status of attempt %s not written (superseded)", run.pk, run.attempt
-        )
-    run.refresh_from_db()
-    return run
-
-
-def _requeue(run: PipelineRun, outcome: _Outcome) -> PipelineRun:
-    PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING).update(
-        status=RunStatus.QUEUED,
-        worker_id="",
-        started_at=None,
-        lease_expires_at=None,
-        error_message=outcome.error_message,
-    )
-    run.refresh_from_db()
-    return run
-
-
-def stage_stats(run: PipelineRun, summary: dict[str, Any]) -> list[StageStat]:
-    stats = summary.get("stage_statistics", {})
-    bottleneck = summary.get("bottleneck_stage")
-    rows = []
-    for position, name in enumerate(summary.get("stage_order") or list(stats)):
-        stat = stats[name]
-        values: dict[str, Any] = {}
-        for kind in ("computation", "queue_wait", "transmission"):
-            for key, value in (stat.get(kind) or {}).items():
-                values[f"{kind}_{key}"] = value or 0.0
-        rows.append(
-            StageStat(
-                run=run,
-                position=position,
-                stage=name,
-                items_in=stat.get("items_in", 0),
-                items_out=stat.get("items_out", 0),
-                items_filtered=stat.get("filtered_count", 0),
-                items_errors=stat.get("error_count", 0),
-                processed=stat.get("processed_count", 0),
-                busy_ratio=stat.get("busy_ratio", 0.0),
-                is_bottleneck=name == bottleneck,
-                **values,
-            )
-        )
-    return rows

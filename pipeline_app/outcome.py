@@ -1,0 +1,113 @@
+"""The end of a run: its final status, summary and stage statistics, written once and fenced
+by the run's attempt (a superseded attempt writes nothing)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from pipeline_app.models import PipelineRun, RunStatus, StageStat
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """How a run ended, collected while it runs and written once by :func:`finish`."""
+
+    status: str = RunStatus.SUCCEEDED
+    error_message: str = ""
+    traceback: str = ""
+    result: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    discarded: int = 0
+    source_errors: list[str] = field(default_factory=list)
+
+
+def error_dict(error: Any) -> dict[str, Any]:
+    return {
+        "seq": error.seq,
+        "stage": error.stage,
+        "type": error.exc_type,
+        "message": error.message,
+        "traceback": error.traceback,
+    }
+
+
+def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
+    """Write the final status, summary and stage stats, fenced by the run's attempt."""
+    if outcome.status == RunStatus.QUEUED:
+        return requeue(run, outcome)
+    summary = outcome.summary or {}
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": outcome.status,
+        "finished_at": now,
+        "summary": summary or None,
+        "result": outcome.result,
+        "errors": summary.pop("errors", []) if summary else [],
+        "error_message": outcome.error_message[:10_000],
+        "traceback": outcome.traceback,
+        "p50_latency": summary.get("p50_total_latency"),
+        "p95_latency": summary.get("p95_total_latency"),
+        "throughput": summary.get("throughput"),
+        "eta_seconds": None,
+        "lease_expires_at": None,
+    }
+    with transaction.atomic():
+        updated = PipelineRun.objects.filter(
+            pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING
+        ).update(**fields)
+        if updated and summary:
+            StageStat.objects.filter(run=run).delete()
+            StageStat.objects.bulk_create(stage_stats(run, summary))
+    if not updated:
+        logger.warning(
+            "Run %s: final status of attempt %s not written (superseded)", run.pk, run.attempt
+        )
+    run.refresh_from_db()
+    return run
+
+
+def requeue(run: PipelineRun, outcome: Outcome) -> PipelineRun:
+    PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING).update(
+        status=RunStatus.QUEUED,
+        worker_id="",
+        started_at=None,
+        lease_expires_at=None,
+        error_message=outcome.error_message,
+    )
+    run.refresh_from_db()
+    return run
+
+
+def stage_stats(run: PipelineRun, summary: dict[str, Any]) -> list[StageStat]:
+    stats = summary.get("stage_statistics", {})
+    bottleneck = summary.get("bottleneck_stage")
+    rows = []
+    for position, name in enumerate(summary.get("stage_order") or list(stats)):
+        stat = stats[name]
+        values: dict[str, Any] = {}
+        for kind in ("computation", "queue_wait", "transmission"):
+            for key, value in (stat.get(kind) or {}).items():
+                values[f"{kind}_{key}"] = value or 0.0
+        rows.append(
+            StageStat(
+                run=run,
+                position=position,
+                stage=name,
+                items_in=stat.get("items_in", 0),
+                items_out=stat.get("items_out", 0),
+                items_filtered=stat.get("filtered_count", 0),
+                items_errors=stat.get("error_count", 0),
+                processed=stat.get("processed_count", 0),
+                busy_ratio=stat.get("busy_ratio", 0.0),
+                is_bottleneck=name == bottleneck,
+                **values,
+            )
+        )
+    return rows
