@@ -149,3 +149,36 @@ def test_enqueue_queues_a_run_for_the_workers_and_follow_reports_it() -> None:
     _, error = run_command("--follow", "999999")
     assert error is not None
     assert error.returncode == 2
+
+
+def test_progress_bar_is_drawn_on_a_terminal(subprocess_env: dict[str, str]) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runpipeline", "test-slow", "--param", "count=150"],
+        cwd=REPO,
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    )
+    os.close(follower)
+    out, _ = process.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    drawn = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "items/s" in drawn
+    assert "/150" in drawn
+    assert "queues test-inc:" in drawn
+    assert "<- bottleneck" in out
