@@ -57,8 +57,15 @@ async def _agen(n: int) -> AsyncIterator[int]:
         yield i
 
 
-async def ours(fns: list[Callable[[Any], Any]], n: int, *, timing: bool = False,
-               executor: str = "thread", workers: int = 1, qsize: int = 1000) -> float:
+async def ours(
+    fns: list[Callable[[Any], Any]],
+    n: int,
+    *,
+    timing: bool = False,
+    executor: str = "thread",
+    workers: int = 1,
+    qsize: int = 1000,
+) -> float:
     p: AsyncTaskPipeline[Any, Any] = AsyncTaskPipeline(max_queue_size=qsize, enable_timing=timing)
     for i, fn in enumerate(fns):
         p.add_stage(f"s{i}", fn, executor=executor, workers=workers)
@@ -74,8 +81,14 @@ async def ours(fns: list[Callable[[Any], Any]], n: int, *, timing: bool = False,
     return n / dt
 
 
-async def seed(fns: list[Callable[[Any], Any]], n: int, *, timing: bool = False,
-               qsize: int = 1000, limit_s: float = 60.0) -> float:
+async def seed(
+    fns: list[Callable[[Any], Any]],
+    n: int,
+    *,
+    timing: bool = False,
+    qsize: int = 1000,
+    limit_s: float = 60.0,
+) -> float:
     """The seed hangs in its quick start: feed concurrently, stop after n outputs."""
     import async_task_pipeline as atp
 
@@ -159,6 +172,39 @@ async def paced_latency(kind: str, n: int, rate: float = 1000.0) -> tuple[float,
     return statistics.fmean(lat) * 1e3, lat[int(0.99 * (len(lat) - 1))] * 1e3
 
 
+async def timing_callback_run(n: int, mode: str) -> float:
+    """3 x (x+1), timing on, items/s; ``mode``: "off" (no timing), "on" (no callback),
+    "cb" (a trivial per-item callback), "batch" (a trivial batch callback, if supported)."""
+    sink: list[Any] = []
+    kw: dict[str, Any] = {"enable_timing": mode != "off"}
+    if mode == "cb":
+        kw["on_item_timing"] = sink.append
+    elif mode == "batch":
+        kw["on_item_timings"] = sink.extend
+    p: AsyncTaskPipeline[Any, Any] = AsyncTaskPipeline(max_queue_size=1000, **kw)
+    for i in range(3):
+        p.add_stage(f"s{i}", inc)
+    async with p:
+        t0 = time.perf_counter()
+        count = 0
+        async for _ in p.run(_agen(n)):
+            count += 1
+        dt = time.perf_counter() - t0
+    assert count == n
+    if mode in ("cb", "batch"):
+        assert len(sink) == n
+    return n / dt
+
+
+def micro(n: int, repeats: int, modes: list[str]) -> None:
+    res: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(repeats):
+        for m in modes:
+            res[m].append(asyncio.run(timing_callback_run(n, m)))
+    for m in modes:
+        print(f"micro {m:>5}: {med(res[m]):>10,.0f} items/s  (median of {repeats}, n={n:,})")
+
+
 def memory_child(n: int) -> None:
     import resource
 
@@ -174,7 +220,9 @@ def memory_child(n: int) -> None:
 def peak_rss_mib(n: int) -> tuple[float, float]:
     out = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--memory-child", str(n)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return int(out[0]) / 1024, int(out[1]) / 1024
 
@@ -189,7 +237,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=0)
     ap.add_argument("--memory-child", type=int, default=0)
+    ap.add_argument(
+        "--micro",
+        default="",
+        help="timing micro-benchmark only: comma-separated "
+        "modes among off,on,cb,batch (3 x (x+1), 100k items)",
+    )
     args = ap.parse_args()
+    if args.micro:
+        micro(100_000, args.repeats or 5, args.micro.split(","))
+        return
     if args.memory_child:
         memory_child(args.memory_child)
         return
@@ -222,39 +279,75 @@ def main() -> None:
         add("sha_ours", asyncio.run(ours([sha_task, sha_task], n_sha, qsize=100)))
         add("sha_seed", asyncio.run(seed([sha_task, sha_task], n_sha, qsize=100)))
         add("sha_plain", plain([sha_task, sha_task], n_sha))
-        add("py_ours", asyncio.run(
-            ours([py_task, py_task], n_py, executor="process", workers=2, qsize=100)))
+        add(
+            "py_ours",
+            asyncio.run(ours([py_task, py_task], n_py, executor="process", workers=2, qsize=100)),
+        )
         add("py_plain", plain([py_task, py_task], n_py))
     base_mem, peak_big = peak_rss_mib(n_mem)
     _, peak_small = peak_rss_mib(n_mem // 10)
 
     M = {k: med(v) for k, v in r.items()}
-    rows.append(("1. 3x(x+1) items/s, timing off", f"ours {M['tp_ours_off']:,.0f} | seed "
-                 f"{M['tp_seed_off']:,.0f} | plain loop {M['tp_plain']:,.0f}",
-                 f"ours/seed {M['tp_ours_off'] / M['tp_seed_off']:.1f}x (goal >= 30x)"))
-    rows.append(("1. 3x(x+1) items/s, timing on", f"ours {M['tp_ours_on']:,.0f} | seed "
-                 f"{M['tp_seed_on']:,.0f}",
-                 f"ours/seed {M['tp_ours_on'] / M['tp_seed_on']:.1f}x"))
-    rows.append(("2. added latency @1000/s (ms)", f"ours mean {M['lat_ours_mean']:.3f} p99 "
-                 f"{M['lat_ours_p99']:.3f} | seed mean {M['lat_seed_mean']:.3f} p99 "
-                 f"{M['lat_seed_p99']:.3f}", "goal mean <= 0.25, p99 <= 0.6"))
-    rows.append(("3. 2x sha256 (GIL-free) items/s", f"ours {M['sha_ours']:.1f} | seed "
-                 f"{M['sha_seed']:.1f} | plain {M['sha_plain']:.1f}",
-                 f"ours/plain {M['sha_ours'] / M['sha_plain']:.2f}x (goal >= 1.7x), seed/plain "
-                 f"{M['sha_seed'] / M['sha_plain']:.2f}x"))
-    rows.append(("4. 2x pure-Python, process x2", f"ours {M['py_ours']:.1f} | plain "
-                 f"{M['py_plain']:.1f} items/s",
-                 f"ours/plain {M['py_ours'] / M['py_plain']:.2f}x (goal >= 1.6x)"))
-    rows.append(("5. timing on vs off", f"{M['tp_ours_on']:,.0f} vs {M['tp_ours_off']:,.0f} "
-                 "items/s", f"{(1 - M['tp_ours_on'] / M['tp_ours_off']) * 100:.0f}% slower "
-                 "(goal <= 10%)"))
-    rows.append((f"5. peak RSS, timing on, {n_mem:,} items",
-                 f"{peak_big:.0f} MiB (vs {peak_small:.0f} MiB for {n_mem // 10:,}; "
-                 f"interpreter {base_mem:.0f} MiB)", "flat = same peak for 10x items"))
+    rows.append(
+        (
+            "1. 3x(x+1) items/s, timing off",
+            f"ours {M['tp_ours_off']:,.0f} | seed "
+            f"{M['tp_seed_off']:,.0f} | plain loop {M['tp_plain']:,.0f}",
+            f"ours/seed {M['tp_ours_off'] / M['tp_seed_off']:.1f}x (goal >= 30x)",
+        )
+    )
+    rows.append(
+        (
+            "1. 3x(x+1) items/s, timing on",
+            f"ours {M['tp_ours_on']:,.0f} | seed {M['tp_seed_on']:,.0f}",
+            f"ours/seed {M['tp_ours_on'] / M['tp_seed_on']:.1f}x",
+        )
+    )
+    rows.append(
+        (
+            "2. added latency @1000/s (ms)",
+            f"ours mean {M['lat_ours_mean']:.3f} p99 "
+            f"{M['lat_ours_p99']:.3f} | seed mean {M['lat_seed_mean']:.3f} p99 "
+            f"{M['lat_seed_p99']:.3f}",
+            "goal mean <= 0.25, p99 <= 0.6",
+        )
+    )
+    rows.append(
+        (
+            "3. 2x sha256 (GIL-free) items/s",
+            f"ours {M['sha_ours']:.1f} | seed {M['sha_seed']:.1f} | plain {M['sha_plain']:.1f}",
+            f"ours/plain {M['sha_ours'] / M['sha_plain']:.2f}x (goal >= 1.7x), seed/plain "
+            f"{M['sha_seed'] / M['sha_plain']:.2f}x",
+        )
+    )
+    rows.append(
+        (
+            "4. 2x pure-Python, process x2",
+            f"ours {M['py_ours']:.1f} | plain {M['py_plain']:.1f} items/s",
+            f"ours/plain {M['py_ours'] / M['py_plain']:.2f}x (goal >= 1.6x)",
+        )
+    )
+    rows.append(
+        (
+            "5. timing on vs off",
+            f"{M['tp_ours_on']:,.0f} vs {M['tp_ours_off']:,.0f} items/s",
+            f"{(1 - M['tp_ours_on'] / M['tp_ours_off']) * 100:.0f}% slower (goal <= 10%)",
+        )
+    )
+    rows.append(
+        (
+            f"5. peak RSS, timing on, {n_mem:,} items",
+            f"{peak_big:.0f} MiB (vs {peak_small:.0f} MiB for {n_mem // 10:,}; "
+            f"interpreter {base_mem:.0f} MiB)",
+            "flat = same peak for 10x items",
+        )
+    )
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
-    print(f"\nmedians of {reps} alternating rounds, cores={os.cpu_count()}, "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"\nmedians of {reps} alternating rounds, cores={os.cpu_count()}, "
+        f"python {sys.version.split()[0]}"
+    )
     print(f"{'benchmark':<{w0}}  {'result':<{w1}}  ratio / goal")
     print("-" * (w0 + w1 + 30))
     for a, b, c in rows:

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from .errors import PipelineStopped
-from .item import EOS, VALUE, Envelope
+from .item import EOS, FAIL, VALUE, Envelope
 
 _SAFETY_WAIT = 0.5  # condition waits are woken explicitly; the timeout is only a safety net
 
@@ -194,11 +194,11 @@ class Channel:
         _wake_all(futs)
 
     def clear(self) -> int:
-        """Remove everything queued except end-of-stream markers; return items discarded."""
+        """Remove everything queued except end-of-stream/fail markers; return items discarded."""
         with self._lock:
             removed = list(self._dq)
             self._dq.clear()
-            self._dq.extend(e for e in removed if e.kind == EOS)
+            self._dq.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
             self.cleared += 1
             self._not_full.notify_all()
             futs, self._async_putters = self._async_putters, []
@@ -323,7 +323,7 @@ class OutputBuffer:
         with self._lock:
             removed = list(self._dq)
             self._dq.clear()
-            self._dq.extend(e for e in removed if e.kind == EOS)
+            self._dq.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
             self._not_full.notify_all()
         return _count_values(removed)
 

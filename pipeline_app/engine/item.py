@@ -26,6 +26,7 @@ SENTINEL = 1  # user pass-through marker, forwarded untouched
 HOLE = 2  # filtered/dropped item (only travels when timing is on, for its record)
 ERROR = 3  # exception returned in the item's place (error_policy="return")
 EOS = 4  # end of an input stream (close_input()); ends one output iteration
+FAIL = 5  # fail-fast marker (error_policy="raise"): travels in order, the consumer raises on it
 
 
 class Envelope:
@@ -50,7 +51,12 @@ class Envelope:
         self.info: tuple[int, list[float], str, str | None, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+_VALUE_KEYS = ("queue_wait", "computation", "transmission", "start", "end")
+
+StageValues = tuple[float, float, float, float, float]
+"""``(queue_wait, computation, transmission, start, end)`` of one stage (see ItemRecord)."""
+
+
 class ItemRecord:
     """Per-item timing record (timing on), handed to ``on_item_timing`` and kept for the report.
 
@@ -58,19 +64,129 @@ class ItemRecord:
     / ``end`` (processing start/end relative to ``created_at``). ``finished_at`` is a
     ``perf_counter`` value: delivery to the consumer for ``ok`` items (and returned errors), the end
     of the failing/filtering stage otherwise.
+
+    The engine builds records cheaply: it keeps the item's raw stamps and computes the per-stage
+    values only when asked. :meth:`stage_values` returns them as tuples in stage order (no dict);
+    :attr:`stages` builds (once) the ``{name: {...}}`` dict. Treat a record as read-only.
     """
 
-    seq: int
-    sub_index: tuple[int, ...]
-    status: str
-    created_at: float
-    finished_at: float
-    total_latency: float
-    computation_time: float
-    overhead_time: float
-    stages: dict[str, dict[str, float]]
-    error: str | None = None
-    error_stage: str | None = None
+    __slots__ = (
+        "_stages",
+        "_stamps",
+        "computation_time",
+        "created_at",
+        "error",
+        "error_stage",
+        "finished_at",
+        "overhead_time",
+        "seq",
+        "stage_names",
+        "status",
+        "sub_index",
+        "total_latency",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        sub_index: tuple[int, ...],
+        status: str,
+        created_at: float,
+        finished_at: float,
+        total_latency: float,
+        computation_time: float,
+        overhead_time: float,
+        stages: dict[str, dict[str, float]] | None = None,
+        error: str | None = None,
+        error_stage: str | None = None,
+        stamps: list[float] | None = None,
+        stage_names: tuple[str, ...] = (),
+    ) -> None:
+        self.seq = seq
+        self.sub_index = sub_index
+        self.status = status
+        self.created_at = created_at
+        self.finished_at = finished_at
+        self.total_latency = total_latency
+        self.computation_time = computation_time
+        self.overhead_time = overhead_time
+        self.error = error
+        self.error_stage = error_stage
+        self._stages = stages
+        self._stamps = stamps
+        #: names of the stages the item went through, in stage order (as in stage_values())
+        self.stage_names = stage_names if stages is None else tuple(stages)
+
+    def stage_values(self) -> list[StageValues]:
+        """Per-stage ``(queue_wait, computation, transmission, start, end)``, in stage order.
+
+        Same values as :attr:`stages` (``start``/``end`` relative to ``created_at``) without
+        building dicts; ``zip(record.stage_names, record.stage_values())`` pairs them with names.
+        """
+        t = self._stamps
+        if t is None:
+            st = self._stages or {}
+            return [tuple(d.get(k, 0.0) for k in _VALUE_KEYS) for d in st.values()]  # type: ignore[misc]
+        created = t[0]
+        nt = len(t)
+        out: list[StageValues] = []
+        for b in range(1, nt - 2, 3):  # b = index of the stage's enqueue stamp
+            enq = t[b]
+            start = t[b + 1]
+            end = t[b + 2]
+            out.append(
+                (
+                    start - enq,
+                    end - start,
+                    t[b + 3] - end if b + 3 < nt else 0.0,
+                    start - created,
+                    end - created,
+                )
+            )
+        return out
+
+    @property
+    def stages(self) -> dict[str, dict[str, float]]:
+        st = self._stages
+        if st is None:
+            keys = _VALUE_KEYS
+            st = {
+                name: dict(zip(keys, v, strict=True))
+                for name, v in zip(self.stage_names, self.stage_values(), strict=False)
+            }
+            self._stages = st
+        return st
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.seq,
+            self.sub_index,
+            self.status,
+            self.created_at,
+            self.finished_at,
+            self.total_latency,
+            self.computation_time,
+            self.overhead_time,
+            self.stages,
+            self.error,
+            self.error_stage,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ItemRecord):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ItemRecord(seq={self.seq!r}, sub_index={self.sub_index!r}, status={self.status!r}, "
+            f"created_at={self.created_at!r}, finished_at={self.finished_at!r}, "
+            f"total_latency={self.total_latency!r}, computation_time={self.computation_time!r}, "
+            f"overhead_time={self.overhead_time!r}, stages={self.stages!r}, "
+            f"error={self.error!r}, error_stage={self.error_stage!r})"
+        )
 
 
 # --------------------------------------------------------------------------------------------

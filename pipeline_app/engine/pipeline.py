@@ -43,8 +43,12 @@ Errors
 ``error_policy`` (see :data:`~.errors.ErrorPolicy`): ``"drop"`` (default; counted, recorded in
 :attr:`errors` with traceback; the first failure of each stage is logged at ERROR with its
 traceback, each further one at DEBUG, and a per-stage count at WARNING on stop), ``"return"``
-(``return_exceptions=True``: the exception object is the output), ``"raise"`` (fail fast:
-stages stopped, the consumer's ``async for`` raises :class:`~.errors.StageError`).
+(``return_exceptions=True``: the exception object is the output), ``"raise"`` (fail fast, in
+input order: the failing item's place is taken by a marker that travels through the stages and
+reorder buffers like any item, the consumer gets every output before it, then its ``async for``
+raises :class:`~.errors.StageError` for the earliest failing item in input order and the stages
+are stopped. Meanwhile each stage skips the items after its earliest failure, so a failure is
+deterministic with ``workers > 1`` -- a later item failing first in wall time does not win).
 
 Stop
 ----
@@ -64,8 +68,12 @@ blocked by backpressure, or by order for ``workers > 1``). End-to-end = ``create
 handed to the consumer. Aggregates are streaming histograms; per-item :class:`ItemRecord`
 objects go to ``on_item_timing`` -- called on the event loop thread, in output order, once per
 output (each fan-out child) and once per filtered or failed item, right after the consumer took
-the batch (keep it cheap) -- and the first ``max_item_records`` stay in memory for
-:meth:`get_report`. Summaries are computed from the consumer's side: items never read are not
+the batch (keep it cheap) -- and/or to ``on_item_timings`` (the same records, one list per output
+batch: one call instead of one per item), and the first ``max_item_records`` stay in memory for
+:meth:`get_report`. Records are cheap: they keep the item's raw stamps and build the per-stage
+dicts only when :attr:`ItemRecord.stages` is read (:meth:`ItemRecord.stage_values` gives the
+same values as tuples, in stage order, without dicts). Summaries are computed from the
+consumer's side: items never read are not
 timed.
 """
 
@@ -83,7 +91,7 @@ from typing import Any, Generic, TypeVar
 from .analysis import PipelineAnalysis, build_summary, item_breakdown
 from .channel import Channel, OutputBuffer, Stopped
 from .errors import ERROR_POLICIES, ErrorPolicy, ErrorRecord, StageError
-from .item import EOS, ERROR, HOLE, SENTINEL, VALUE, Envelope, ItemRecord
+from .item import EOS, ERROR, FAIL, HOLE, SENTINEL, VALUE, Envelope, ItemRecord
 from .stage import PipelineStage
 from .timing import Aggregator
 
@@ -104,6 +112,7 @@ class AsyncTaskPipeline(Generic[T, U]):
         *,
         error_policy: ErrorPolicy | None = None,
         on_item_timing: Callable[[ItemRecord], None] | None = None,
+        on_item_timings: Callable[[list[ItemRecord]], None] | None = None,
         max_item_records: int = 10_000,
         max_error_records: int = 1000,
         stop_timeout: float = 0.5,
@@ -119,6 +128,7 @@ class AsyncTaskPipeline(Generic[T, U]):
         self.error_policy: ErrorPolicy = error_policy
         self.return_exceptions = error_policy == "return"
         self.on_item_timing = on_item_timing
+        self.on_item_timings = on_item_timings
         self.max_item_records = max_item_records
         self.max_error_records = max_error_records
         self.stop_timeout = stop_timeout
@@ -192,7 +202,12 @@ class AsyncTaskPipeline(Generic[T, U]):
             stage.enable_timing = timing
             stage.bind(self._channels[i], sink, self, max(1, cap))
         self._agg = (
-            Aggregator([s.name for s in self.stages], self.on_item_timing, self.max_item_records)
+            Aggregator(
+                [s.name for s in self.stages],
+                self.on_item_timing,
+                self.max_item_records,
+                self.on_item_timings,
+            )
             if timing
             else None
         )
@@ -283,7 +298,7 @@ class AsyncTaskPipeline(Generic[T, U]):
         if self._out is not None:
             n += self._out.clear()
         n += sum(1 for e in self._leftover if e.kind in (VALUE, ERROR))
-        self._leftover = [e for e in self._leftover if e.kind == EOS]
+        self._leftover = [e for e in self._leftover if e.kind == EOS or e.kind == FAIL]
         with self._lock:
             self._discarded += n
             self._counter_base = self._next_seq - self._failed_puts
@@ -314,12 +329,19 @@ class AsyncTaskPipeline(Generic[T, U]):
             logger.error(
                 "stage %r failed on item %d (%s: %s); further failures of this stage are "
                 "logged at DEBUG\n%s",
-                record.stage, record.seq, record.exc_type, record.message, record.traceback,
+                record.stage,
+                record.seq,
+                record.exc_type,
+                record.message,
+                record.traceback,
             )
         else:
             logger.debug(
                 "stage %r failed on item %d: %s: %s",
-                record.stage, record.seq, record.exc_type, record.message,
+                record.stage,
+                record.seq,
+                record.exc_type,
+                record.message,
             )
 
     def _add_discarded(self, n: int) -> None:
@@ -475,6 +497,15 @@ class AsyncTaskPipeline(Generic[T, U]):
                         if agg is not None:
                             tenv.append(env)
                             tdel.append(0.0)
+                    elif k == FAIL:  # fail fast, in input order: everything before came out
+                        if agg is not None and env.info is not None:
+                            tenv.append(env)
+                            tdel.append(0.0)
+                        with self._lock:
+                            if self._fatal is None:
+                                self._fatal = env.data
+                        self._abort_all()
+                        break
                     else:  # EOS
                         if idx + 1 < n:
                             self._leftover = batch[idx + 1 :] + self._leftover

@@ -90,6 +90,4 @@ class Sequencer:
 
     def parked_values(self) -> int:
         with self._lock:
-            return sum(
-                1 for _, outs in self._pending.values() for e in outs if e.kind in (0, 3)
-            )
+            return sum(1 for _, outs in self._pending.values() for e in outs if e.kind in (0, 3))

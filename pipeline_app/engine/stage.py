@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import pickle
+import sys
 import threading
 import time
 import traceback
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from .channel import Channel, Stopped
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
-from .item import EOS, ERROR, HOLE, VALUE, Envelope
+from .item import EOS, ERROR, FAIL, HOLE, VALUE, Envelope
 from .reorder import Sequencer, Sink
 
 logger = logging.getLogger(__name__)
@@ -141,9 +142,7 @@ class PipelineStage:
         self.input_queue = input_queue
         self.output_queue = output_queue
         self.enable_timing = enable_timing
-        self.error_policy: ErrorPolicy = error_policy or (
-            "return" if return_exceptions else "drop"
-        )
+        self.error_policy: ErrorPolicy = error_policy or ("return" if return_exceptions else "drop")
         self.return_exceptions = self.error_policy == "return"
         self.workers = workers
         self.executor = executor
@@ -157,6 +156,8 @@ class PipelineStage:
         self._pool: ProcessPoolExecutor | None = None
         self._stopping = False
         self._logged_first_error = False
+        self._fail_lock = threading.Lock()
+        self._fail_pos = sys.maxsize  # earliest input position that failed (policy "raise")
 
     # ---------------------------------------------------------------- stats (seed attributes)
     @property
@@ -196,6 +197,7 @@ class PipelineStage:
         self._sink = output_queue
         self._stats = [WorkerStats() for _ in range(self.workers)]
         self._logged_first_error = False
+        self._fail_pos = sys.maxsize
 
     def start(self) -> None:
         if self.input_queue is None or self._sink is None:
@@ -250,6 +252,12 @@ class PipelineStage:
         return [t for t in self._threads if t.is_alive()]
 
     # ---------------------------------------------------------------- error handling
+    def _note_fail(self, pos: int) -> None:
+        """Input position ``pos`` failed (or carried a fail marker): later ones need no work."""
+        with self._fail_lock:
+            if pos < self._fail_pos:
+                self._fail_pos = pos
+
     def _error(
         self,
         env: Envelope,
@@ -258,6 +266,7 @@ class PipelineStage:
         payload: ExcPayload | None,
         t_end: float,
         outs: list[Envelope],
+        pos: int,
     ) -> None:
         ws.errors += 1
         if payload is None:
@@ -273,17 +282,22 @@ class PipelineStage:
         assert host is not None
         host._report_error(record, exc)
         policy = self.error_policy
-        if policy == "raise":
-            err = StageError(self.name, env.seq, f"{exc_type}: {msg}", tb)
-            err.__cause__ = exc
-            host._fail(err)
-            raise Stopped(0)
         t = env.t
         if t is not None:
             t.append(t_end)
             env.info = (self.index, t, "error", f"{exc_type}: {msg}", self.name)
             env.t = None
-        if policy == "return":
+        if policy == "raise":
+            # Fail fast, in order: the marker takes the item's place and the consumer raises
+            # when it reaches it (after every earlier output), then stops the pipeline. This
+            # stage skips the positions after it meanwhile (see _thread_loop/_process_loop).
+            err = StageError(self.name, env.seq, f"{exc_type}: {msg}", tb)
+            err.__cause__ = exc
+            self._note_fail(pos)
+            env.kind = FAIL
+            env.data = err
+            outs.append(env)
+        elif policy == "return":
             env.kind = ERROR
             env.data = exc
             ws.n_out += 1
@@ -336,53 +350,62 @@ class PipelineStage:
         while True:
             pos, batch = ch.get_batch(max_n, share)
             epoch = ch.cleared
-            b0 = pc()
+            b0 = now = pc()  # ``now``: the last clock reading (one per item on the fast path)
             t_flush = b0
             put_time = 0.0
             outs: list[Envelope] = []
             first = 0
             n_in = n_out = 0
             last = len(batch) - 1
+            limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
             for i, env in enumerate(batch):
                 if env.kind != VALUE:
                     outs.append(env)
-                elif ch.cleared != epoch:  # clear()/interrupt() since this batch was taken
+                    if env.kind == FAIL:
+                        self._note_fail(pos + i)
+                        limit = min(limit, i)
+                elif ch.cleared != epoch or i > limit:  # clear()/interrupt(), or failed before
                     self._discard_rest(batch, i, outs)
                     break
                 else:
                     n_in += 1
                     t = env.t
-                    start = pc()
                     if t is not None:
-                        t.append(start)
+                        # processing start = the previous reading, taken right after the
+                        # previous item ended (a few bytecodes ago): one clock read per item
+                        t.append(now)
                     try:
                         r = fn(env.data)
                     except Exception as exc:
-                        self._error(env, ws, exc, None, pc(), outs)
+                        self._error(env, ws, exc, None, pc(), outs, pos + i)
                         r = env  # marker: handled
-                    if r is env:
-                        pass
+                        limit = self._fail_pos - pos
+                    if type(r) is GeneratorType:
+                        n_out += self._fan_out(env, r, ws, outs, pos + i)
+                        limit = self._fail_pos - pos
+                        now = pc()
                     elif r is None:
-                        self._filtered(env, ws, pc(), outs)
-                    elif type(r) is GeneratorType:
-                        n_out += self._fan_out(env, r, ws, outs)
+                        now = pc()
+                        self._filtered(env, ws, now, outs)
+                    elif r is env:
+                        now = pc()
                     else:
                         env.data = r
+                        now = pc()
                         if t is not None:
-                            t.append(pc())
+                            t.append(now)
                         outs.append(env)
                         n_out += 1
-                if i != last:
-                    now = pc()
-                    if now - t_flush > FLUSH_INTERVAL:
-                        ws.n_in += n_in
-                        ws.n_out += n_out
-                        n_in = n_out = 0
-                        forward(pos + first, i + 1 - first, outs)
-                        outs = []
-                        first = i + 1
-                        t_flush = pc()
-                        put_time += t_flush - now
+                if i != last and now - t_flush > FLUSH_INTERVAL:
+                    ws.n_in += n_in
+                    ws.n_out += n_out
+                    n_in = n_out = 0
+                    forward(pos + first, i + 1 - first, outs)
+                    outs = []
+                    first = i + 1
+                    t_flush = pc()
+                    put_time += t_flush - now
+                    now = t_flush
             ws.n_in += n_in
             ws.n_out += n_out
             b1 = pc()
@@ -397,12 +420,14 @@ class PipelineStage:
 
     def _discard_rest(self, batch: list[Envelope], i: int, outs: list[Envelope]) -> None:
         rest = batch[i:]
-        outs.extend(e for e in rest if e.kind == EOS)
+        outs.extend(e for e in rest if e.kind == EOS or e.kind == FAIL)
         n = sum(1 for e in rest if e.kind in (VALUE, ERROR))
         if n and self._host is not None:
             self._host._add_discarded(n)
 
-    def _fan_out(self, env: Envelope, gen: Any, ws: WorkerStats, outs: list[Envelope]) -> int:
+    def _fan_out(
+        self, env: Envelope, gen: Any, ws: WorkerStats, outs: list[Envelope], pos: int
+    ) -> int:
         t = env.t
         pc = time.perf_counter
         k = 0
@@ -417,7 +442,7 @@ class PipelineStage:
                 k += 1
         except Exception as exc:
             ws.n_out += k
-            self._error(env, ws, exc, None, pc(), outs)
+            self._error(env, ws, exc, None, pc(), outs, pos)
             return 0
         if k == 0:
             self._filtered(env, ws, pc(), outs)
@@ -453,6 +478,16 @@ class PipelineStage:
         fn = self.process_fn
         while True:
             pos, batch = ch.get_batch(max_n, share)
+            count = len(batch)  # positions taken (the sequencer needs the whole range)
+            limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
+            for i, e in enumerate(batch):
+                if e.kind == FAIL:
+                    self._note_fail(pos + i)
+                    limit = min(limit, i)
+            if limit < count - 1:
+                kept: list[Envelope] = []
+                self._discard_rest(batch, limit + 1, kept)
+                batch = batch[: limit + 1] + kept
             values = [e.data for e in batch if e.kind == VALUE]
             results: list[tuple[int, Any, float, float]] | None = None
             failure: BaseException | None = None
@@ -468,7 +503,7 @@ class PipelineStage:
             outs: list[Envelope] = []
             j = 0
             work = 0.0
-            for env in batch:
+            for i, env in enumerate(batch):
                 if env.kind != VALUE:
                     outs.append(env)
                     continue
@@ -478,7 +513,7 @@ class PipelineStage:
                     now = time.perf_counter()
                     if t is not None:
                         t.append(now)
-                    self._error(env, ws, failure, None, now, outs)
+                    self._error(env, ws, failure, None, now, outs, pos + i)
                     continue
                 status, payload, t0, t1 = results[j]
                 j += 1
@@ -494,7 +529,7 @@ class PipelineStage:
                 elif status == 1:
                     self._filtered(env, ws, t1, outs)
                 elif status == 3:
-                    self._error(env, ws, None, payload, t1, outs)
+                    self._error(env, ws, None, payload, t1, outs, pos + i)
                 else:
                     kids = payload if status == 2 else payload[0]
                     sub = env.sub
@@ -506,11 +541,11 @@ class PipelineStage:
                         outs.append(Envelope(VALUE, v, env.seq, ct, (*sub, k)))
                     ws.n_out += len(kids)
                     if status == 4:
-                        self._error(env, ws, None, payload[1], t1, outs)
+                        self._error(env, ws, None, payload[1], t1, outs, pos + i)
                     elif not kids:
                         self._filtered(env, ws, t1, outs)
             ws.busy += work
-            self._forward(pos, len(batch), outs)
+            self._forward(pos, count, outs)
             if values and work > 0:
                 per = work / len(values)
                 ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per

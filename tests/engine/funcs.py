@@ -86,3 +86,13 @@ def apply_sequential(steps: list[tuple[str, Any]], data: list[int]) -> list[Any]
             nxt.append(r)
         items = nxt
     return items
+
+
+def fail_7_late_27_early(x: int) -> int:
+    """Item 7 fails slowly, item 27 at once: with workers > 1, 27 fails first in wall time."""
+    if x == 7:
+        time.sleep(0.05)
+        raise ValueError("bad 7")
+    if x == 27:
+        raise ValueError("bad 27")
+    return x

@@ -74,9 +74,7 @@ async def test_concurrent_gather_pattern() -> None:
         async for r in pipeline.generate_output_stream():
             results.append(r)  # type: ignore[arg-type]
 
-    await asyncio.wait_for(
-        asyncio.gather(pipeline.process_input_stream(agen(2000)), consume()), 30
-    )
+    await asyncio.wait_for(asyncio.gather(pipeline.process_input_stream(agen(2000)), consume()), 30)
     assert results == [(i + 1) * 3 for i in range(2000)]
     await pipeline.stop()
 
@@ -231,5 +229,8 @@ async def test_seed_compat_objects_and_log_helper(caplog: pytest.LogCaptureFixtu
     assert report is not None and report.item_breakdowns is not None
     assert report.item_breakdowns[0].totals["total_latency"] > 0
     assert set(report.item_breakdowns[0].stages["a"]) == {
-        "queue_wait_time", "computation_time", "transmission_time", "total_stage_time"
+        "queue_wait_time",
+        "computation_time",
+        "transmission_time",
+        "total_stage_time",
     }

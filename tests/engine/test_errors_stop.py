@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from pipeline_app.engine import AsyncTaskPipeline, StageError
+from pipeline_app.engine import AsyncTaskPipeline, ItemRecord, StageError
 
-from .funcs import agen, fail_on_7
+from .funcs import agen, fail_7_late_27_early, fail_on_7
 
 
 def _stage_threads() -> list[str]:
@@ -200,3 +200,29 @@ async def test_backpressure_bounds_memory_with_concurrent_consumer() -> None:
     # 2 stage queues + output + worker batches + consumer batch: well under 400
     assert max_seen <= 10 * 6
     await p.stop()
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+async def test_raise_policy_is_ordered_with_workers(executor: str) -> None:
+    """The earliest failing item in input order wins, not the first failure in wall time."""
+    records: list[ItemRecord] = []
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(
+        max_queue_size=10, error_policy="raise", enable_timing=True, on_item_timing=records.append
+    )
+    p.add_stage("check", fail_7_late_27_early, workers=2, executor=executor)
+    p.add_stage("inc", lambda x: x + 1, workers=2)
+    got: list[object] = []
+
+    async def consume() -> None:
+        async with p:
+            async for x in p.run(agen(200)):
+                got.append(x)
+
+    with pytest.raises(StageError) as ei:
+        await consume()
+    assert ei.value.stage == "check" and ei.value.seq == 7
+    assert isinstance(ei.value.__cause__, ValueError)
+    assert got == [x + 1 for x in range(7)]
+    assert [r.seq for r in records if r.status == "ok"] == list(range(7))
+    assert [(r.seq, r.error_stage) for r in records if r.status == "error"] == [(7, "check")]
+    assert not p.running and not _stage_threads()

@@ -37,8 +37,12 @@ async def test_process_stage_order_errors_fanout() -> None:
     p.add_stage("cpu", funcs.slow_square, workers=2, executor="process")
     p.add_stage("fan", funcs.split3, executor="process")
     p.add_stage("even", funcs.keep_even)
-    steps = [("e", funcs.fail_on_7), ("m", funcs.slow_square), ("f", funcs.split3),
-             ("k", funcs.keep_even)]
+    steps = [
+        ("e", funcs.fail_on_7),
+        ("m", funcs.slow_square),
+        ("f", funcs.split3),
+        ("k", funcs.keep_even),
+    ]
     async with p:
         out = [x async for x in p.run(agen(60))]
     assert _same(out, apply_sequential(steps, list(range(60))))
@@ -84,9 +88,7 @@ THREAD_FNS = [
     ("fan", lambda x: (x + k for k in range(x % 3))),  # 0..2 children (0 = filtered)
 ]
 
-stage_spec = st.tuples(
-    st.integers(0, len(THREAD_FNS) - 1), st.integers(1, 3)
-)
+stage_spec = st.tuples(st.integers(0, len(THREAD_FNS) - 1), st.integers(1, 3))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -121,7 +123,8 @@ PROC_FNS = [funcs.inc, funcs.keep_even, funcs.split3, funcs.fail_on_7]
 @given(
     stages=st.lists(
         st.tuples(st.integers(0, len(PROC_FNS) - 1), st.integers(1, 2), st.booleans()),
-        min_size=1, max_size=3,
+        min_size=1,
+        max_size=3,
     ),
     data=st.lists(st.integers(-30, 30), max_size=40),
     qsize=st.integers(1, 10),

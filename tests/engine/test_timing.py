@@ -12,12 +12,31 @@ from pipeline_app.engine.timing import Histogram
 from .funcs import agen, fail_on_7, split3
 
 
-def sleeper(d: float):  # type: ignore[no-untyped-def]
-    def fn(x: int) -> int:
-        time.sleep(d)
+class Sleeper:
+    """Sleeps ``d`` per item and remembers how long each call really took (the truth to compare
+    the engine's measurements with: on a loaded machine a sleep can overshoot)."""
+
+    def __init__(self, d: float) -> None:
+        self.d = d
+        self.took: list[float] = []
+
+    def __call__(self, x: int) -> int:
+        t0 = time.perf_counter()
+        time.sleep(self.d)
+        self.took.append(time.perf_counter() - t0)
         return x
 
-    return fn
+    @property
+    def avg(self) -> float:
+        return sum(self.took) / len(self.took)
+
+    @property
+    def p50(self) -> float:
+        return sorted(self.took)[(len(self.took) + 1) // 2 - 1]  # the histogram's rank
+
+
+def sleeper(d: float) -> Sleeper:
+    return Sleeper(d)
 
 
 def close(a: float, b: float, rel: float = 0.05) -> bool:
@@ -26,18 +45,19 @@ def close(a: float, b: float, rel: float = 0.05) -> bool:
 
 async def test_known_durations_found_in_report() -> None:
     p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=1, enable_timing=True)
-    p.add_stage("fast", sleeper(0.010))
-    p.add_stage("slow", sleeper(0.030))
+    fs, ss = sleeper(0.010), sleeper(0.030)
+    p.add_stage("fast", fs)
+    p.add_stage("slow", ss)
     async with p:
         out = [x async for x in p.run(range(16))]
     assert out == list(range(16))
     s = p.get_latency_summary()
     fast, slow = s["stage_statistics"]["fast"], s["stage_statistics"]["slow"]
-    assert close(fast["computation"]["avg"], 0.010)
-    assert close(slow["computation"]["avg"], 0.030)
-    assert close(slow["computation"]["p50"], 0.030)
-    assert close(slow["timing_breakdown"]["avg_computation_time"], 0.030)
-    assert close(fast["avg_processing_time"], 0.010)
+    assert close(fast["computation"]["avg"], fs.avg)
+    assert close(slow["computation"]["avg"], ss.avg)
+    assert close(slow["computation"]["p50"], ss.p50)
+    assert close(slow["timing_breakdown"]["avg_computation_time"], ss.avg)
+    assert close(fast["avg_processing_time"], fs.avg)
     # queue size 1 + slow downstream: the fast stage blocks putting (transmission) ~ 20 ms
     assert 0.015 < fast["transmission"]["p50"] < 0.025
     assert s["bottleneck_stage"] == "slow"
@@ -46,6 +66,7 @@ async def test_known_durations_found_in_report() -> None:
     assert s["min_total_latency"] >= 0.040
     rep = p.get_report()
     assert rep is not None and rep.item_breakdowns is not None
+    hops: list[float] = []
     for b in rep.item_breakdowns:
         parts = sum(
             d["queue_wait_time"] + d["computation_time"] + d["transmission_time"]
@@ -54,12 +75,19 @@ async def test_known_durations_found_in_report() -> None:
         assert parts <= b.totals["total_latency"] + 1e-6
         rec = next(r for r in p.completed_items if r.seq == b.seq)
         entry = rec.stages["fast"]["start"] - rec.stages["fast"]["queue_wait"]  # input blocked
-        assert b.totals["total_latency"] - parts - entry < 0.003  # consumer hop only
+        hops.append(b.totals["total_latency"] - parts - entry)  # consumer hop only
+    # The hop (output buffer -> event loop) is a thread wake-up: well under 3 ms typically, but
+    # on a loaded machine the OS may run the loop thread late, so bound the median tightly and
+    # every item loosely (a timing gap in the accounting would show in every item).
+    hops.sort()
+    assert hops[len(hops) // 2] < 0.003, hops
+    assert hops[-1] < 0.02, hops
 
 
 async def test_queue_wait_is_measured() -> None:
     p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(max_queue_size=100, enable_timing=True)
-    p.add_stage("s", sleeper(0.005))
+    sl = sleeper(0.005)
+    p.add_stage("s", sl)
     await p.start()
     for i in range(10):
         await p.process_input_data(i, time.perf_counter())
@@ -67,9 +95,10 @@ async def test_queue_wait_is_measured() -> None:
     _ = [x async for x in p.generate_output_stream()]
     recs = p.completed_items
     waits = [r.stages["s"]["queue_wait"] for r in recs]
-    # item k waits for k items of 5 ms (it is still waiting while in the worker's batch)
+    # item k waits for the k items before it (still waiting while in the worker's batch), plus
+    # the worker's wake-up for item 0 (a thread wake-up: can be a few ms on a loaded machine)
     for k, w in enumerate(waits):
-        assert abs(w - 0.005 * k) < 0.003 + 0.0005 * k
+        assert abs(w - waits[0] - sum(sl.took[:k])) < 0.002 + 0.0005 * k
     await p.stop()
 
 
@@ -82,10 +111,21 @@ async def test_summary_keys() -> None:
     assert len(out) == 100 - 34 - 7
     s = p.get_latency_summary()
     for k in (
-        "total_items", "avg_total_latency", "min_total_latency", "max_total_latency",
-        "stage_statistics", "overall_efficiency", "p50_total_latency", "p95_total_latency",
-        "p99_total_latency", "throughput", "error_count", "filtered_count", "duration",
-        "stage_order", "bottleneck_stage",
+        "total_items",
+        "avg_total_latency",
+        "min_total_latency",
+        "max_total_latency",
+        "stage_statistics",
+        "overall_efficiency",
+        "p50_total_latency",
+        "p95_total_latency",
+        "p99_total_latency",
+        "throughput",
+        "error_count",
+        "filtered_count",
+        "duration",
+        "stage_order",
+        "bottleneck_stage",
     ):
         assert k in s, k
     assert s["total_items"] == len(out)
@@ -95,13 +135,26 @@ async def test_summary_keys() -> None:
     assert set(s["overall_efficiency"]) == {"computation_efficiency", "overhead_ratio"}
     a = s["stage_statistics"]["a"]
     for k in (
-        "avg_latency", "min_latency", "max_latency", "processed_count", "avg_processing_time",
-        "timing_breakdown", "items_in", "items_out", "filtered_count", "error_count",
-        "computation", "queue_wait", "transmission", "busy_ratio",
+        "avg_latency",
+        "min_latency",
+        "max_latency",
+        "processed_count",
+        "avg_processing_time",
+        "timing_breakdown",
+        "items_in",
+        "items_out",
+        "filtered_count",
+        "error_count",
+        "computation",
+        "queue_wait",
+        "transmission",
+        "busy_ratio",
     ):
         assert k in a, k
     assert set(a["timing_breakdown"]) == {
-        "avg_computation_time", "avg_queue_wait_time", "avg_transmission_time",
+        "avg_computation_time",
+        "avg_queue_wait_time",
+        "avg_transmission_time",
         "computation_ratio",
     }
     assert set(a["computation"]) == {"avg", "min", "max", "p50", "p95", "p99"}
@@ -138,9 +191,14 @@ async def test_on_item_timing_records() -> None:
     assert out == [0, 1, 2, 30, 31, 32]
     assert threads == {threading.get_ident()}  # the event loop thread
     assert [(r.seq, r.sub_index, r.status) for r in records] == [
-        (0, (0,), "ok"), (0, (1,), "ok"), (0, (2,), "ok"),
-        (1, (), "filtered"), (2, (), "error"),
-        (3, (0,), "ok"), (3, (1,), "ok"), (3, (2,), "ok"),
+        (0, (0,), "ok"),
+        (0, (1,), "ok"),
+        (0, (2,), "ok"),
+        (1, (), "filtered"),
+        (2, (), "error"),
+        (3, (0,), "ok"),
+        (3, (1,), "ok"),
+        (3, (2,), "ok"),
     ]
     r0 = records[0]
     assert set(r0.stages) == {"f", "fan"}
@@ -215,3 +273,33 @@ async def test_progress_snapshot() -> None:
     pr = p.progress()
     assert pr["items_out"] == 5 and pr["in_flight"] == 0 and pr["stages"]["a"]["processed"] == 5
     await p.stop()
+
+
+def test_large_batch_aggregation_exact_counts_sums_and_latency_extremes() -> None:
+    import random
+
+    from pipeline_app.engine.item import Envelope
+    from pipeline_app.engine.timing import Aggregator
+
+    rnd = random.Random(1)
+    envs, dels = [], []
+    for i in range(1000):
+        t = [1000.0 + i]
+        for _ in range(2):
+            enq = t[-1] + rnd.random() * 1e-3
+            start = enq + rnd.random() * 1e-3
+            t += [enq, start, start + rnd.random() * 1e-2]
+        t.append(t[-1] + rnd.random() * 1e-3)
+        envs.append(Envelope(0, i, i, t))
+        dels.append(t[-1] + 1e-4)
+    agg = Aggregator(["a", "b"], None, 0)
+    agg.process(envs, dels)
+    comps = [e.t[3] - e.t[2] for e in envs]  # type: ignore[index]
+    lats = [e.t[4] - e.t[1] for e in envs]  # type: ignore[index]
+    st = agg.stages[0]
+    assert st.computation.count == 1000
+    assert abs(st.computation.total - sum(comps)) < 1e-9
+    assert st.computation.min <= st.computation.avg <= st.computation.max
+    assert st.latency.min == min(lats) and st.latency.max == max(lats)
+    assert close(st.computation.percentile(50), sorted(comps)[500], 0.25)
+    assert agg.total.count == 1000 and agg.delivered == 1000
