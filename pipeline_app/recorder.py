@@ -9,19 +9,20 @@ is written and :attr:`RunRecorder.fenced_out` is set so the runner stops.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from pipeline_app import conf
-from pipeline_app.models import ItemStatus, ItemTiming, PipelineRun
+from pipeline_app.itemrows import StageEncoder, encode_rows, insert_item_rows, item_row
+from pipeline_app.models import ItemStatus, PipelineRun
 
 logger = logging.getLogger(__name__)
 
@@ -56,68 +57,6 @@ class RetentionPolicy:
         return [row for _, _, row in self.slowest]
 
 
-ITEM_COLUMNS = (
-    "run_id",
-    "seq",
-    "sub_index",
-    "status",
-    "latency",
-    "computation",
-    "overhead",
-    "stages",
-    "error",
-    "error_stage",
-)
-
-
-def item_row(run_id: int, record: Any, seq: int) -> tuple[Any, ...]:
-    """One ``ItemTiming`` row as a tuple for a bulk insert that skips model instances.
-
-    Stage timings are stored as whole microseconds: encoding ints is several times cheaper
-    than floats, and a microsecond is finer than anything the dashboard draws.
-    """
-    stages = {
-        name: [
-            int(t.get("queue_wait", 0.0) * 1e6),
-            int(t.get("computation", 0.0) * 1e6),
-            int(t.get("transmission", 0.0) * 1e6),
-            int(t.get("start", 0.0) * 1e6),
-            int(t.get("end", 0.0) * 1e6),
-        ]
-        for name, t in record.stages.items()
-    }
-    return (
-        run_id,
-        seq,
-        ".".join(map(str, record.sub_index)),
-        record.status,
-        record.total_latency,
-        record.computation_time,
-        record.overhead_time,
-        json.dumps(stages, separators=(",", ":")),
-        (record.error or "")[:5000],
-        record.error_stage or "",
-    )
-
-
-def insert_item_rows(rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows fast: COPY on PostgreSQL, ``executemany`` elsewhere (no ORM per row)."""
-    quote = connection.ops.quote_name
-    table = quote(ItemTiming._meta.db_table)
-    columns = ", ".join(quote(column) for column in ITEM_COLUMNS)
-    with transaction.atomic(), connection.cursor() as cursor:
-        raw = cursor.cursor
-        if connection.vendor == "postgresql":
-            with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            placeholders = ", ".join(
-                ["%s" if connection.vendor != "sqlite" else "?"] * len(ITEM_COLUMNS)
-            )
-            raw.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", rows)
-
-
 class RunRecorder:
     def __init__(
         self,
@@ -143,6 +82,7 @@ class RunRecorder:
         self.fenced_out = threading.Event()
         self.rows_written = 0
         self._pending: list[Any] = []
+        self._encoder = StageEncoder()
         self._progress: dict[str, Any] | None = None
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -150,14 +90,22 @@ class RunRecorder:
             target=self._loop, name=f"pipeline_app-recorder-{run.pk}", daemon=True
         )
 
-    # Called from engine threads / the event loop: must stay cheap and never block.
-    def record_item(self, record: Any) -> None:
-        """Called by the engine for every finished item: keep a compact row, or nothing, so
-        memory stays bounded by the retention limit rather than by the number of items."""
-        if self.retention.admit(record):
-            self._pending.append(self._row(record))
+    # Called on the event loop by the engine: must stay cheap and never block.
+    def record_items(self, records: list[Any]) -> None:
+        """Every finished item's record, one output batch at a time: keep compact rows (built in
+        columns) or nothing, so memory is bounded by the retention limit, not the item count."""
+        retention = self.retention
+        if retention.seen + len(records) <= retention.limit:
+            retention.seen += len(records)
+            admitted = records
         else:
-            self.retention.consider_slowest(record.total_latency, lambda: self._row(record))
+            admitted = []
+            for record in records:
+                if retention.admit(record):
+                    admitted.append(record)
+                else:
+                    retention.consider_slowest(record.total_latency, partial(self._row, record))
+        self._pending.extend(encode_rows(self.run_id, admitted, self.seq_map, self._encoder))
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -214,7 +162,7 @@ class RunRecorder:
         seq = record.seq
         if self.seq_map is not None and seq < len(self.seq_map):
             seq = self.seq_map[seq]
-        return item_row(self.run_id, record, seq)
+        return item_row(self.run_id, record, seq, self._encoder)
 
     def _write_progress(self, snapshot: dict[str, Any]) -> None:
         now = timezone.now()

@@ -117,6 +117,13 @@ class ItemRecord:
         #: names of the stages the item went through, in stage order (as in stage_values())
         self.stage_names = stage_names if stages is None else tuple(stages)
 
+    @property
+    def stamps(self) -> list[float] | None:
+        """The raw ``perf_counter`` stamps, or None for a record built from ``stages``:
+        ``[created, enqueue_0, start_0, end_0, enqueue_1, ...]`` (plus the next enqueue after
+        the last stage when there is one), for persisters that compute in columns."""
+        return self._stamps
+
     def stage_values(self) -> list[StageValues]:
         """Per-stage ``(queue_wait, computation, transmission, start, end)``, in stage order.
 
