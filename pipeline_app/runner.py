@@ -151,6 +151,7 @@ async def _drive(
                 outcome.error_message = f"Sink {snapshot['sink']!r} failed: {_describe(exc)}"
                 outcome.traceback = traceback.format_exc()
         outcome.summary = pipeline.get_latency_summary()
+        outcome.summary["latency_histogram"] = pipeline.latency_histogram()
         outcome.summary.setdefault("duration", time.perf_counter() - started)
         outcome.summary["errors"] = [
             error_dict(e) for e in pipeline.errors[: conf.get("MAX_RECORDED_ERRORS")]

@@ -24,6 +24,8 @@ def test_successful_run_records_outputs_summary_stage_stats_and_item_timings() -
     assert COLLECTED[run.pk] == [x + 1 for x in range(40) if (x + 1) % 2 == 0]
     assert (run.items_in, run.items_out, run.items_filtered, run.items_errors) == (40, 20, 20, 0)
     assert run.summary["total_items"] >= 20
+    histogram = run.summary["latency_histogram"]
+    assert sum(count for _, _, count in histogram) == run.summary["total_items"]
     assert run.p95_latency is not None and run.throughput
     assert run.started_at <= run.finished_at
     stats = list(StageStat.objects.filter(run=run).order_by("position"))

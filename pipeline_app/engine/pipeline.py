@@ -631,6 +631,11 @@ class AsyncTaskPipeline(Generic[T, U]):
             discarded=self._discarded,
         )
 
+    def latency_histogram(self, bins: int = 30) -> list[tuple[float, float, int]]:
+        """End-to-end latency as ``bins`` equal-width ``(low_s, high_s, items)`` bins (timing on),
+        from the streaming histogram: every item counts, none is kept."""
+        return self._agg.total.bins(bins) if self._agg is not None else []
+
     def get_latency_summary(self) -> dict[str, Any]:
         """The seed document's summary dict, plus percentiles, counts and throughput."""
         return asdict(self._summary())

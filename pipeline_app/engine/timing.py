@@ -124,6 +124,23 @@ class Histogram:
     def avg(self) -> float:
         return self.total / self.count if self.count else 0.0
 
+    def bins(self, count: int = 30) -> list[tuple[float, float, int]]:
+        """``count`` equal-width ``(low, high, items)`` bins from min to max, for a chart; each
+        log bucket lands in the bin holding its geometric mid-point."""
+        if not self.buckets or self.count == 0 or count < 1:
+            return []
+        lo, hi = self.min, self.max
+        width = (hi - lo) / count if hi > lo else 1.0
+        counts = [0] * count
+        scale = self.count / self.weight if self.weight else 1.0
+        for index, weight in self.buckets.items():
+            middle = math.expm1((index + 0.5) / _INV_LOG) / 1e9
+            slot = min(max(int((middle - lo) / width), 0), count - 1)
+            counts[slot] += weight
+        scaled = [round(n * scale) for n in counts]
+        scaled[scaled.index(max(scaled))] += self.count - sum(scaled)  # exact total
+        return [(lo + i * width, lo + (i + 1) * width, n) for i, n in enumerate(scaled)]
+
     def percentile(self, q: float) -> float:
         if not self.count or not self.weight:
             return 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from typing import Any
 
 from pipeline_app.engine import AsyncTaskPipeline, ItemRecord
 from pipeline_app.engine.timing import Histogram
@@ -303,3 +304,22 @@ def test_large_batch_aggregation_exact_counts_sums_and_latency_extremes() -> Non
     assert st.latency.min == min(lats) and st.latency.max == max(lats)
     assert close(st.computation.percentile(50), sorted(comps)[500], 0.25)
     assert agg.total.count == 1000 and agg.delivered == 1000
+
+
+async def test_latency_histogram_bins_count_every_delivered_item() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline(enable_timing=True)
+    p.add_stage("a", lambda x: x)
+
+    async def source() -> Any:
+        for i in range(500):
+            yield i
+
+    async with p:
+        async for _ in p.run(source()):
+            pass
+    bins = p.latency_histogram(10)
+    assert len(bins) == 10
+    assert sum(count for _, _, count in bins) == 500
+    summary = p.get_latency_summary()
+    assert bins[0][0] == summary["min_total_latency"]
+    assert abs(bins[-1][1] - summary["max_total_latency"]) < 1e-9
