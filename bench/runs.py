@@ -110,16 +110,17 @@ def child_main(args: argparse.Namespace) -> None:
 
 
 def database_urls() -> dict[str, str]:
-    urls = {"sqlite": "sqlite:////tmp/pipeline-bench-runs.sqlite3"}
+    """Fresh databases for this invocation (a schema from an older checkout never lingers)."""
+    sqlite_path = Path("/tmp/pipeline-bench-runs.sqlite3")
+    for leftover in sqlite_path.parent.glob(sqlite_path.name + "*"):
+        leftover.unlink()
+    urls = {"sqlite": f"sqlite:///{sqlite_path}"}
     try:
         import psycopg
 
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            exists = conn.execute(
-                "SELECT 1 FROM pg_database WHERE datname = 'pipeline_bench'"
-            ).fetchone()
-            if not exists:
-                conn.execute("CREATE DATABASE pipeline_bench")
+            conn.execute("DROP DATABASE IF EXISTS pipeline_bench WITH (FORCE)")
+            conn.execute("CREATE DATABASE pipeline_bench")
         urls["postgresql"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/pipeline_bench"
     except Exception as exc:
         print(f"PostgreSQL unavailable ({exc}); SQLite only", file=sys.stderr)

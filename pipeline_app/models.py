@@ -287,7 +287,18 @@ class ItemTiming(models.Model):
         indexes = [
             models.Index(fields=["run", "seq"], name="pipeline_item_run_seq"),
             models.Index(fields=["run", "-latency"], name="pipeline_item_run_slowest"),
-            models.Index(fields=["run", "status", "seq"], name="pipeline_item_run_status"),
+            # "Errors only" / "filtered only": partial indexes hold just those rows, so the
+            # bulk inserts of successful items (nearly all rows) do not maintain them.
+            models.Index(
+                fields=["run", "seq"],
+                condition=models.Q(status="error"),
+                name="pipeline_item_run_errors",
+            ),
+            models.Index(
+                fields=["run", "seq"],
+                condition=models.Q(status="filtered"),
+                name="pipeline_item_run_filtered",
+            ),
         ]
 
     def __str__(self) -> str:
