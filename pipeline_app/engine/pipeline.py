@@ -73,8 +73,15 @@ batch: one call instead of one per item), and the first ``max_item_records`` sta
 :meth:`get_report`. Records are cheap: they keep the item's raw stamps and build the per-stage
 dicts only when :attr:`ItemRecord.stages` is read (:meth:`ItemRecord.stage_values` gives the
 same values as tuples, in stage order, without dicts). Summaries are computed from the
-consumer's side: items never read are not
-timed.
+consumer's side: items never read are not timed.
+
+Modules
+-------
+``pipeline.py`` (this class: configuration, start, ``run()``) is assembled from ``core.py``
+(shared state, stage callbacks), ``feeding.py`` (input), ``output.py`` (output iteration),
+``shutdown.py`` (stop, drain, clear) and ``reporting.py`` (progress, summaries, report). A stage
+(``stage.py``) is ``stage_core.py`` (counters, error handling, forwarding) plus
+``thread_worker.py`` and ``process_worker.py``.
 """
 
 from __future__ import annotations
@@ -83,25 +90,25 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from dataclasses import asdict
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from .analysis import PipelineAnalysis, build_summary, item_breakdown
-from .channel import Channel, OutputBuffer, Stopped
-from .errors import ERROR_POLICIES, ErrorPolicy, ErrorRecord, StageError
-from .item import EOS, ERROR, FAIL, HOLE, SENTINEL, VALUE, Envelope, ItemRecord
+from .channel import Channel, OutputBuffer
+from .core import T, U
+from .errors import ERROR_POLICIES, ErrorPolicy
+from .feeding import InputFeeding
+from .item import ItemRecord
+from .output import OutputIteration
+from .reporting import Reporting
 from .stage import PipelineStage
 from .timing import Aggregator
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-U = TypeVar("U")
+__all__ = ["AsyncTaskPipeline"]
 
 
-class AsyncTaskPipeline(Generic[T, U]):
+class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, U]):
     """Ordered, bounded, timed async task pipeline (see the module documentation)."""
 
     def __init__(
@@ -138,26 +145,6 @@ class AsyncTaskPipeline(Generic[T, U]):
         self._out: OutputBuffer | None = None
         self._agg: Aggregator | None = None
         self._reset_state()
-
-    def _reset_state(self) -> None:
-        self._lock = threading.Lock()
-        self._next_seq = 0
-        self._failed_puts = 0
-        self._counter_base = 0
-        self._delivered = 0
-        self._discarded = 0
-        self._errors: list[ErrorRecord] = []
-        self._error_logged: set[str] = set()
-        self._fatal: StageError | None = None
-        self._halted = False
-        self._stop_future: asyncio.Future[int] | None = None
-        self._leftover: list[Envelope] = []
-        self._input_closed = False
-        self._eos_sent = 0
-        self._t_start = time.perf_counter()
-        self._t_first_in: float | None = None
-        self._t_last_out: float | None = None
-        self._loop_thread: int | None = None
 
     # ------------------------------------------------------------------ configuration
     def add_stage(
@@ -224,308 +211,6 @@ class AsyncTaskPipeline(Generic[T, U]):
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _abort_all(self) -> None:
-        self._halted = True
-        for stage in self.stages:
-            stage.stop()
-        for ch in self._channels:
-            ch.abort()
-        if self._out is not None:
-            self._out.abort()
-
-    def _join_all(self, deadline: float) -> list[str]:
-        for stage in self.stages:
-            stage.join(deadline)
-        return [t.name for s in self.stages for t in s.alive_threads()]
-
-    async def stop(self, drain: bool = False, join_timeout: float | None = None) -> int:
-        """Stop every stage; return the number of items discarded. Idempotent, prompt."""
-        if drain and self.running and not self._halted:
-            await self.drain()
-        if self._stop_future is not None:
-            await asyncio.shield(self._stop_future)
-            return 0
-        if not self.running:
-            return 0
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._stop_future = fut
-        try:
-            self._abort_all()
-            wait = self.stop_timeout if join_timeout is None else join_timeout
-            deadline = time.monotonic() + wait
-            alive = await asyncio.to_thread(self._join_all, deadline)
-            if alive:
-                logger.warning("stop: threads still inside a stage function: %s", alive)
-            self.running = False
-            discarded = self._in_flight()
-            self._discarded += discarded
-            self._leftover = []
-            if self._out is not None:
-                self._out.drain_all()
-            for stage in self.stages:
-                n = int(stage.counters()["errors"])
-                if n:
-                    logger.warning("stage %r: %d item(s) failed", stage.name, n)
-            if discarded:
-                logger.info("pipeline stopped, %d item(s) discarded", discarded)
-            fut.set_result(discarded)
-            return discarded
-        except BaseException as exc:
-            self.running = False
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # mark retrieved
-            raise
-
-    async def drain(self) -> None:
-        """Close the input and wait until everything fed so far has passed every stage."""
-        out = self._out
-        if not self.running or out is None or self._halted:
-            return
-        if not self._input_closed:
-            self.close_input()
-        await out.wait_eos(self._eos_sent)
-
-    async def interrupt(self) -> int:
-        """Discard everything queued if running (seed); returns the number discarded."""
-        if not self.running:
-            return 0
-        return self.clear()
-
-    def clear(self) -> int:
-        """Empty every queue and the kept records, reset ``counter``; return items discarded."""
-        n = sum(ch.clear() for ch in self._channels)
-        if self._out is not None:
-            n += self._out.clear()
-        n += sum(1 for e in self._leftover if e.kind in (VALUE, ERROR))
-        self._leftover = [e for e in self._leftover if e.kind == EOS or e.kind == FAIL]
-        with self._lock:
-            self._discarded += n
-            self._counter_base = self._next_seq - self._failed_puts
-        if self._agg is not None:
-            self._agg.clear_records()
-        return n
-
-    def clear_input_queue(self) -> int:
-        n = self._channels[0].clear() if self._channels else 0
-        with self._lock:
-            self._discarded += n
-        return n
-
-    def clear_output_queue(self) -> int:
-        n = self._out.clear() if self._out is not None else 0
-        with self._lock:
-            self._discarded += n
-        return n
-
-    # ------------------------------------------------------------------ callbacks from stages
-    def _report_error(self, record: ErrorRecord, exc: BaseException | None) -> None:
-        with self._lock:
-            if len(self._errors) < self.max_error_records:
-                self._errors.append(record)
-            first = record.stage not in self._error_logged
-            self._error_logged.add(record.stage)
-        if first:
-            logger.error(
-                "stage %r failed on item %d (%s: %s); further failures of this stage are "
-                "logged at DEBUG\n%s",
-                record.stage,
-                record.seq,
-                record.exc_type,
-                record.message,
-                record.traceback,
-            )
-        else:
-            logger.debug(
-                "stage %r failed on item %d: %s: %s",
-                record.stage,
-                record.seq,
-                record.exc_type,
-                record.message,
-            )
-
-    def _add_discarded(self, n: int) -> None:
-        with self._lock:
-            self._discarded += n
-
-    def _fail(self, err: StageError) -> None:
-        with self._lock:
-            if self._fatal is None:
-                self._fatal = err
-        self._abort_all()
-
-    # ------------------------------------------------------------------ input
-    def _check_running(self) -> Channel:
-        if not self.running or not self._channels:
-            raise RuntimeError("Pipeline is not running")
-        if self._halted:
-            raise RuntimeError("Pipeline is stopping")
-        return self._channels[0]
-
-    def _envelope(self, data: Any, created_at: float | None) -> Envelope:
-        with self._lock:
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            if self._t_first_in is None:
-                self._t_first_in = time.perf_counter()
-        self._input_closed = False
-        if self.enable_timing:
-            return Envelope(
-                VALUE, data, seq, [time.perf_counter() if created_at is None else created_at]
-            )
-        return Envelope(VALUE, data, seq)
-
-    def _put_failed(self) -> None:
-        with self._lock:
-            self._failed_puts += 1
-
-    async def process_input_data(self, data: T, created_at: float | None = None) -> None:
-        ch = self._check_running()
-        env = self._envelope(data, created_at)
-        try:
-            if not ch.try_put(env):
-                await ch.aput(env)
-        except Stopped:
-            self._put_failed()
-            raise RuntimeError("Pipeline was stopped") from None
-
-    def _put_sync(self, env: Envelope) -> None:
-        ch = self._check_running()
-        if threading.get_ident() == self._loop_thread:
-            # On the event loop thread: never block the loop (which may be the consumer).
-            ch.force_put(env)
-        else:
-            ch.put_many([env])
-
-    def put_input_data(self, data: T, created_at: float | None = None) -> None:
-        """Feed one item from any thread (blocks while full; never blocks the event loop)."""
-        self._check_running()
-        env = self._envelope(data, created_at)
-        try:
-            self._put_sync(env)
-        except (Stopped, RuntimeError):
-            self._put_failed()
-            raise RuntimeError("Pipeline is not running") from None
-
-    def put_input_sentinel(self, sentinel: U) -> None:
-        try:
-            self._put_sync(Envelope(SENTINEL, sentinel))
-        except Stopped:
-            raise RuntimeError("Pipeline is not running") from None
-
-    async def process_input_sentinel(self, sentinel: U) -> None:
-        ch = self._check_running()
-        try:
-            await ch.aput(Envelope(SENTINEL, sentinel))
-        except Stopped:
-            raise RuntimeError("Pipeline was stopped") from None
-
-    def close_input(self) -> None:
-        """End the current input stream: the output iteration ends after what was fed so far."""
-        ch = self._check_running()
-        try:
-            ch.force_put(Envelope(EOS, None))
-        except Stopped:
-            return
-        self._input_closed = True
-        self._eos_sent += 1
-
-    async def process_input_stream(
-        self, input_stream: AsyncIterable[T] | Iterable[T], *, close_input: bool = True
-    ) -> None:
-        """Feed a whole (async) iterable; close the input at its end unless ``close_input=False``.
-
-        Returns quietly if the pipeline is stopped meanwhile; an exception from the stream
-        closes the input and propagates.
-        """
-        ch = self._check_running()
-        envelope = self._envelope
-        try:
-            if isinstance(input_stream, AsyncIterable):
-                async for data in input_stream:
-                    env = envelope(data, None)
-                    if not ch.try_put(env):
-                        await ch.aput(env)
-            else:
-                for data in input_stream:
-                    env = envelope(data, None)
-                    if not ch.try_put(env):
-                        await ch.aput(env)
-        except Stopped:
-            self._put_failed()
-            return
-        finally:
-            if close_input and self.running and not self._halted:
-                self.close_input()
-
-    # ------------------------------------------------------------------ output
-    async def generate_output_stream(self) -> AsyncIterator[T | U]:
-        """Yield outputs in input order until the input is closed and all came out (or stop)."""
-        out = self._out
-        if out is None:
-            raise RuntimeError("Pipeline is not running")
-        agg = self._agg
-        pc = time.perf_counter
-        tenv: list[Envelope] = []
-        tdel: list[float] = []
-        out.attach()
-        try:
-            while not self._halted:
-                if self._leftover:
-                    batch, self._leftover = self._leftover, []
-                else:
-                    batch = await out.get_batch()
-                    if not batch:
-                        break
-                n = len(batch)
-                for idx in range(n):
-                    env = batch[idx]
-                    k = env.kind
-                    if k in (VALUE, ERROR):
-                        if self.halted:
-                            break
-                        self._delivered += 1
-                        if agg is not None:
-                            tenv.append(env)
-                            tdel.append(pc())
-                        yield env.data
-                    elif k == SENTINEL:
-                        if self.halted:
-                            break
-                        yield env.data
-                    elif k == HOLE:
-                        if agg is not None:
-                            tenv.append(env)
-                            tdel.append(0.0)
-                    elif k == FAIL:  # fail fast, in input order: everything before came out
-                        if agg is not None and env.info is not None:
-                            tenv.append(env)
-                            tdel.append(0.0)
-                        with self._lock:
-                            if self._fatal is None:
-                                self._fatal = env.data
-                        self._abort_all()
-                        break
-                    else:  # EOS
-                        if idx + 1 < n:
-                            self._leftover = batch[idx + 1 :] + self._leftover
-                        self._t_last_out = pc()
-                        return
-                self._t_last_out = pc()
-                if tenv:
-                    assert agg is not None
-                    agg.process(tenv, tdel)
-                    tenv = []
-                    tdel = []
-        finally:
-            out.detach()
-            if tenv and agg is not None:
-                agg.process(tenv, tdel)
-        fatal = self._fatal
-        if fatal is not None:
-            await self.stop()
-            raise fatal
-
     async def run(
         self, source: AsyncIterable[T] | Iterable[T], *, close_input: bool = True
     ) -> AsyncIterator[T | U]:
@@ -543,118 +228,3 @@ class AsyncTaskPipeline(Generic[T, U]):
                     await feeder
         if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
             raise feeder.exception()  # type: ignore[misc]
-
-    # ------------------------------------------------------------------ introspection
-    def _in_flight(self) -> int:
-        delta = 0
-        for s in self.stages:
-            c = s.counters()
-            delta += int(c["items_out"]) - int(c["items_in"])
-        items_in = self._next_seq - self._failed_puts
-        return max(0, items_in + delta - self._delivered - self._discarded)
-
-    @property
-    def halted(self) -> bool:
-        """True once stop() or a fail-fast error began shutting the stages down."""
-        return self._halted
-
-    @property
-    def counter(self) -> int:
-        return self._next_seq - self._failed_puts - self._counter_base
-
-    @property
-    def errors(self) -> list[ErrorRecord]:
-        with self._lock:
-            return list(self._errors)
-
-    @property
-    def fatal_error(self) -> StageError | None:
-        return self._fatal
-
-    @property
-    def queues(self) -> list[Channel | OutputBuffer]:
-        out: list[Channel | OutputBuffer] = list(self._channels)
-        if self._out is not None:
-            out.append(self._out)
-        return out
-
-    @property
-    def input_queue(self) -> Channel | None:
-        return self._channels[0] if self._channels else None
-
-    @property
-    def output_queue(self) -> OutputBuffer | None:
-        return self._out
-
-    @property
-    def completed_items(self) -> list[ItemRecord]:
-        return list(self._agg.records) if self._agg is not None else []
-
-    def _duration(self) -> float:
-        if self._t_first_in is None:
-            return 0.0
-        end = self._t_last_out
-        if end is None or (self.running and self._in_flight()):
-            end = time.perf_counter()
-        return max(0.0, end - self._t_first_in)
-
-    def progress(self) -> dict[str, Any]:
-        stages: dict[str, dict[str, Any]] = {}
-        filtered = errors = 0
-        for s in self.stages:
-            c = s.counters()
-            filtered += int(c["filtered"])
-            errors += int(c["errors"])
-            stages[s.name] = {
-                "queue_depth": s.queue_depth(),
-                "processed": int(c["items_in"]),
-                "busy_time": c["busy_time"],
-            }
-        return {
-            "items_in": self._next_seq - self._failed_puts,
-            "items_out": self._delivered,
-            "filtered": filtered,
-            "errors": errors,
-            "in_flight": self._in_flight(),
-            "elapsed": time.perf_counter() - self._t_start,
-            "stages": stages,
-        }
-
-    def _summary(self) -> Any:
-        return build_summary(
-            self.stages,
-            self._agg,
-            duration=self._duration(),
-            items_in=self._next_seq - self._failed_puts,
-            items_out=self._delivered,
-            in_flight=self._in_flight(),
-            discarded=self._discarded,
-        )
-
-    def latency_histogram(self, bins: int = 30) -> list[tuple[float, float, int]]:
-        """End-to-end latency as ``bins`` equal-width ``(low_s, high_s, items)`` bins (timing on),
-        from the streaming histogram: every item counts, none is kept."""
-        return self._agg.total.bins(bins) if self._agg is not None else []
-
-    def get_latency_summary(self) -> dict[str, Any]:
-        """The seed document's summary dict, plus percentiles, counts and throughput."""
-        return asdict(self._summary())
-
-    def get_report(self, include_item_details: bool = True) -> PipelineAnalysis | None:
-        """Typed report; ``None`` when nothing was ever fed."""
-        if self._next_seq == 0:
-            return None
-        items = None
-        if include_item_details and self._agg is not None:
-            items = [item_breakdown(r) for r in self._agg.records]
-        return PipelineAnalysis(
-            summary=self._summary(),
-            item_breakdowns=items,
-            analysis_metadata={
-                "timing_enabled": self.enable_timing,
-                "error_policy": self.error_policy,
-                "max_queue_size": self.max_queue_size,
-                "item_records_kept": len(self._agg.records) if self._agg else 0,
-            },
-            errors=self.errors,
-        )

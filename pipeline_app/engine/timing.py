@@ -1,15 +1,15 @@
-"""Streaming timing aggregation: log-bucket histograms and the per-item record builder.
+"""Streaming timing aggregation and the per-item record builder.
 
-Nothing here keeps a list of every item: each metric is a :class:`Histogram` (count, sum, min,
-max and ~1 % relative-error log buckets for percentiles). Delivered values are aggregated per
-output batch with C-level column arithmetic. Counts and sums (hence averages) are always exact;
-so are the min/max of the end-to-end latency and of each stage's latency. For batches larger than
-``SMALL_BATCH`` without wanted records, the min/max of the queue wait / computation /
+Nothing here keeps a list of every item: each metric is a :class:`~.histogram.Histogram` (count,
+sum, min, max and ~1 % relative-error log buckets for percentiles). Delivered values are
+aggregated per output batch with C-level column arithmetic. Counts and sums (hence averages) are
+always exact; so are the min/max of the end-to-end latency and of each stage's latency. For
+batches larger than ``SMALL_BATCH`` (whether or not records are wanted: a record needs only its
+own stamps and summed computation time), the min/max of the queue wait / computation /
 transmission split come, like the percentiles, from a systematic sample of the batch (widened to
 contain the batch mean), which keeps timing cheap at high throughput. Per-item
-:class:`~.item.ItemRecord`
-objects are built only when somebody wants them (an ``on_item_timing`` callback, or the in-memory
-report below its ``max_item_records`` bound).
+:class:`~.item.ItemRecord` objects are built only when somebody wants them (an
+``on_item_timing`` callback, or the in-memory report below its ``max_item_records`` bound).
 
 The :class:`Aggregator` runs on the consumer's side (the event loop thread), once per delivered
 output batch, so it needs no lock and ``on_item_timing`` is always called from that one thread.
@@ -18,152 +18,17 @@ output batch, so it needs no lock and ``on_item_timing`` is always called from t
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from operator import add, sub
 
+from .histogram import Histogram
 from .item import ERROR, Envelope, ItemRecord
 
 logger = logging.getLogger(__name__)
 
-_GROWTH = 1.02  # bucket width: <= 1 % error at the geometric mid-point
-_INV_LOG = 1.0 / math.log(_GROWTH)
+__all__ = ["SMALL_BATCH", "Aggregator", "Histogram", "StageTiming"]
+
 SMALL_BATCH = 64  # delivered batches up to this size get exact per-metric min/max
-
-
-class Histogram:
-    """count/sum/min/max exactly; percentiles from log buckets (~1 % relative error).
-
-    Bucket ``i`` holds values ``x`` with ``log1p(x * 1e9)`` in ``[i, i + 1) * log(1.02)``.
-    ``record_many`` buckets at most ``SAMPLE`` values per call (a systematic sample, each counted
-    with its weight), so large batches cost C-speed ``sum``/``min``/``max`` plus a bounded amount
-    of Python work; batches up to ``SAMPLE`` values are bucketed exactly.
-    """
-
-    __slots__ = ("buckets", "count", "max", "min", "total", "weight")
-
-    SAMPLE = 16
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.min = math.inf
-        self.max = -math.inf
-        self.weight = 0
-        self.buckets: dict[int, int] = {}
-
-    def record(self, x: float) -> None:
-        self.count += 1
-        self.total += x
-        if x < self.min:
-            self.min = x
-        if x > self.max:
-            self.max = x
-        i = int(math.log1p(x * 1e9) * _INV_LOG) if x > 0.0 else 0
-        b = self.buckets
-        b[i] = b.get(i, 0) + 1
-        self.weight += 1
-
-    def record_many(self, xs: list[float]) -> None:
-        n = len(xs)
-        if not n:
-            return
-        self.count += n
-        self.total += sum(xs)
-        lo = min(xs)
-        hi = max(xs)
-        if lo < self.min:
-            self.min = lo
-        if hi > self.max:
-            self.max = hi
-        step = 1 if n <= self.SAMPLE else -(-n // self.SAMPLE)
-        sample = xs if step == 1 else xs[::step]
-        b = self.buckets
-        log1p = math.log1p
-        inv = _INV_LOG
-        for x in sample:
-            i = int(log1p(x * 1e9) * inv) if x > 0.0 else 0
-            b[i] = b.get(i, 0) + step
-        self.weight += step * len(sample)
-
-    def record_summary(
-        self,
-        n: int,
-        total: float,
-        sample: list[float],
-        step: int,
-        lo: float | None = None,
-        hi: float | None = None,
-    ) -> None:
-        """Record ``n`` values known by their exact ``total``, a systematic ``sample`` (every
-        ``step``-th value) and, when known, their exact extremes ``lo``/``hi``.
-
-        Without exact extremes, the sample's are used, widened to contain the batch mean.
-        """
-        if not n:
-            return
-        self.count += n
-        self.total += total
-        if lo is None or hi is None:
-            mean = total / n
-            lo = min(min(sample), mean) if sample else mean
-            hi = max(max(sample), mean) if sample else mean
-        if lo < self.min:
-            self.min = lo
-        if hi > self.max:
-            self.max = hi
-        b = self.buckets
-        log1p = math.log1p
-        inv = _INV_LOG
-        for x in sample:
-            i = int(log1p(x * 1e9) * inv) if x > 0.0 else 0
-            b[i] = b.get(i, 0) + step
-        self.weight += step * len(sample)
-
-    @property
-    def avg(self) -> float:
-        return self.total / self.count if self.count else 0.0
-
-    def bins(self, count: int = 30) -> list[tuple[float, float, int]]:
-        """``count`` equal-width ``(low, high, items)`` bins from min to max, for a chart; each
-        log bucket lands in the bin holding its geometric mid-point."""
-        if not self.buckets or self.count == 0 or count < 1:
-            return []
-        lo, hi = self.min, self.max
-        width = (hi - lo) / count if hi > lo else 1.0
-        counts = [0] * count
-        scale = self.count / self.weight if self.weight else 1.0
-        for index, weight in self.buckets.items():
-            middle = math.expm1((index + 0.5) / _INV_LOG) / 1e9
-            slot = min(max(int((middle - lo) / width), 0), count - 1)
-            counts[slot] += weight
-        scaled = [round(n * scale) for n in counts]
-        scaled[scaled.index(max(scaled))] += self.count - sum(scaled)  # exact total
-        return [(lo + i * width, lo + (i + 1) * width, n) for i, n in enumerate(scaled)]
-
-    def percentile(self, q: float) -> float:
-        if not self.count or not self.weight:
-            return 0.0
-        rank = max(1, math.ceil(q / 100.0 * self.weight))
-        seen = 0
-        for i in sorted(self.buckets):
-            seen += self.buckets[i]
-            if seen >= rank:
-                mid = math.expm1((i + 0.5) / _INV_LOG) / 1e9
-                return min(max(mid, self.min), self.max)
-        return self.max
-
-    def stats(self) -> dict[str, float]:
-        if not self.count:
-            return {"avg": 0.0, "min": 0.0, "max": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0}
-        return {
-            "avg": self.avg,
-            "min": self.min,
-            "max": self.max,
-            "p50": self.percentile(50),
-            "p95": self.percentile(95),
-            "p99": self.percentile(99),
-        }
 
 
 class StageTiming:
@@ -241,7 +106,7 @@ class Aggregator:
         n = len(ts)
         if not n:
             return [] if want else None
-        if n <= SMALL_BATCH or want:
+        if n <= SMALL_BATCH:
             return self._process_plain_exact(ts, ds, want)
         # Large batch: exact count and sum of every metric (from column sums), exact min/max of
         # each stage's latency and of the end-to-end latency; percentiles (and the min/max of
@@ -251,6 +116,7 @@ class Aggregator:
         step = -(-n // Histogram.SAMPLE)
         scols = list(zip(*ts[::step], strict=True))
         comp_sum = 0.0
+        ctot: list[float] | None = None
         for i, s in enumerate(self.stages):
             b = 1 + 3 * i
             s_enq, s_start, s_end, s_nxt = sums[b], sums[b + 1], sums[b + 2], sums[b + 3]
@@ -259,13 +125,20 @@ class Aggregator:
             s.queue_wait.record_summary(n, s_start - s_enq, list(map(sub, q_start, q_enq)), step)
             s.computation.record_summary(n, comp_total, list(map(sub, q_end, q_start)), step)
             s.transmission.record_summary(n, s_nxt - s_end, list(map(sub, q_nxt, q_end)), step)
-            s.latency.record_many(list(map(sub, cols[b + 3], cols[b])))
+            lat = list(map(sub, cols[b + 3], cols[b]))
+            s.latency.record_summary(n, sum(lat), lat[::step], step, min(lat), max(lat))
             comp_sum += comp_total
+            if want:
+                comp = list(map(sub, cols[b + 2], cols[b + 1]))
+                ctot = comp if ctot is None else list(map(add, ctot, comp))
         totals = list(map(sub, ds, cols[0]))
-        self.total.record_many(totals)
+        total_sum = sum(totals)
+        self.total.record_summary(n, total_sum, totals[::step], step, min(totals), max(totals))
         self.delivered += n
         self.sum_computation += comp_sum
-        self.sum_latency += sum(totals)
+        self.sum_latency += total_sum
+        if want:
+            return ctot if ctot is not None else [0.0] * n
         return None
 
     def _process_plain_exact(

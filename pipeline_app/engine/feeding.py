@@ -1,0 +1,107 @@
+"""Input feeding (see "End of stream" and "No deadlock ..." in ``pipeline.py``).
+
+The event loop puts without a thread hop while the input channel has room and otherwise awaits a
+future that a stage thread resolves once room was freed; other threads block in
+:meth:`~InputFeeding.put_input_data` (never the event loop thread, which may be the consumer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterable, Iterable
+from typing import Any
+
+from .channel import Stopped
+from .core import PipelineCore, T, U
+from .item import SENTINEL, VALUE, Envelope
+
+
+class InputFeeding(PipelineCore[T, U]):
+    """The feeding side of :class:`~.pipeline.AsyncTaskPipeline`."""
+
+    def _envelope(self, data: Any, created_at: float | None) -> Envelope:
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            if self._t_first_in is None:
+                self._t_first_in = time.perf_counter()
+        self._input_closed = False
+        if self.enable_timing:
+            return Envelope(
+                VALUE, data, seq, [time.perf_counter() if created_at is None else created_at]
+            )
+        return Envelope(VALUE, data, seq)
+
+    def _put_failed(self) -> None:
+        with self._lock:
+            self._failed_puts += 1
+
+    async def process_input_data(self, data: T, created_at: float | None = None) -> None:
+        ch = self._check_running()
+        env = self._envelope(data, created_at)
+        try:
+            if not ch.try_put(env):
+                await ch.aput(env)
+        except Stopped:
+            self._put_failed()
+            raise RuntimeError("Pipeline was stopped") from None
+
+    def _put_sync(self, env: Envelope) -> None:
+        ch = self._check_running()
+        if threading.get_ident() == self._loop_thread:
+            # On the event loop thread: never block the loop (which may be the consumer).
+            ch.force_put(env)
+        else:
+            ch.put_many([env])
+
+    def put_input_data(self, data: T, created_at: float | None = None) -> None:
+        """Feed one item from any thread (blocks while full; never blocks the event loop)."""
+        self._check_running()
+        env = self._envelope(data, created_at)
+        try:
+            self._put_sync(env)
+        except (Stopped, RuntimeError):
+            self._put_failed()
+            raise RuntimeError("Pipeline is not running") from None
+
+    def put_input_sentinel(self, sentinel: U) -> None:
+        try:
+            self._put_sync(Envelope(SENTINEL, sentinel))
+        except Stopped:
+            raise RuntimeError("Pipeline is not running") from None
+
+    async def process_input_sentinel(self, sentinel: U) -> None:
+        ch = self._check_running()
+        try:
+            await ch.aput(Envelope(SENTINEL, sentinel))
+        except Stopped:
+            raise RuntimeError("Pipeline was stopped") from None
+
+    async def process_input_stream(
+        self, input_stream: AsyncIterable[T] | Iterable[T], *, close_input: bool = True
+    ) -> None:
+        """Feed a whole (async) iterable; close the input at its end unless ``close_input=False``.
+
+        Returns quietly if the pipeline is stopped meanwhile; an exception from the stream
+        closes the input and propagates.
+        """
+        ch = self._check_running()
+        envelope = self._envelope
+        try:
+            if isinstance(input_stream, AsyncIterable):
+                async for data in input_stream:
+                    env = envelope(data, None)
+                    if not ch.try_put(env):
+                        await ch.aput(env)
+            else:
+                for data in input_stream:
+                    env = envelope(data, None)
+                    if not ch.try_put(env):
+                        await ch.aput(env)
+        except Stopped:
+            self._put_failed()
+            return
+        finally:
+            if close_input and self.running and not self._halted:
+                self.close_input()

@@ -1,0 +1,198 @@
+"""Process workers: a stage's worker threads ship batches to a process pool.
+
+Every worker thread ships its batch to a ``ProcessPoolExecutor`` (one per stage, ``workers``
+processes, forkserver context since the parent has threads) and waits for it; generators are
+materialised in the child, exceptions come back with their formatted traceback. Batches adapt to
+about ``PROCESS_BATCH_TARGET`` seconds of work in the child (amortising the IPC).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import GeneratorType
+from typing import Any
+
+from .channel import Stopped
+from .errors import StageError
+from .item import FAIL, VALUE, Envelope
+from .stage_core import MAX_BATCH, PROCESS_BATCH_TARGET, ExcPayload, StageCore, WorkerStats
+
+logger = logging.getLogger("pipeline_app.engine.stage")
+
+
+# ------------------------------------------------------------------------------ process child
+def _exc_payload(exc: BaseException) -> ExcPayload:
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        pickle.loads(pickle.dumps(exc))
+        keep: BaseException | None = exc
+    except Exception:
+        keep = None
+    return keep, type(exc).__name__, str(exc), tb
+
+
+def _run_batch(fn: Callable[[Any], Any], values: list[Any]) -> list[tuple[int, Any, float, float]]:
+    """Runs in the child process.
+
+    Status: 0 value, 1 filtered, 2 fan-out, 3 error, 4 fan-out then error.
+    """
+    pc = time.perf_counter
+    out: list[tuple[int, Any, float, float]] = []
+    for v in values:
+        t0 = pc()
+        try:
+            r = fn(v)
+        except Exception as exc:
+            out.append((3, _exc_payload(exc), t0, pc()))
+            continue
+        if r is None:
+            out.append((1, None, t0, pc()))
+        elif type(r) is GeneratorType:
+            kids: list[tuple[Any, float]] = []
+            try:
+                for c in r:
+                    kids.append((c, pc()))
+            except Exception as exc:
+                out.append((4, (kids, _exc_payload(exc)), t0, pc()))
+                continue
+            out.append((2, kids, t0, pc()))
+        else:
+            out.append((0, r, t0, pc()))
+    return out
+
+
+def _noop() -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------ parent side
+class ProcessWorker(StageCore):
+    """The ``executor="process"`` worker loop (and its pool)."""
+
+    def _start_pool(self) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+        for _ in range(self.workers):
+            self._pool.submit(_noop)  # warm up the workers in the background
+
+    def _terminate_pool(self) -> None:
+        """Blocking: terminate busy workers (a running task cannot be cancelled otherwise)."""
+        pool = self._pool
+        if pool is not None:
+            procs = dict(getattr(pool, "_processes", None) or {})
+            for p in procs.values():
+                if p.is_alive():
+                    p.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _process_worker(self, ws: WorkerStats) -> None:
+        try:
+            self._process_loop(ws)
+        except Stopped:
+            pass
+        except Exception:  # pragma: no cover
+            logger.exception("stage %r worker crashed", self.name)
+            if self._host is not None:
+                self._host._fail(StageError(self.name, -1, "engine worker crashed"))
+
+    def _wait(self, fut: Future[Any]) -> Any:
+        while True:
+            try:
+                return fut.result(timeout=0.05)
+            except FutureTimeout:
+                if self._stopping:
+                    fut.cancel()
+                    raise Stopped(0) from None
+
+    def _process_loop(self, ws: WorkerStats) -> None:
+        ch = self.input_queue
+        pool = self._pool
+        assert ch is not None and pool is not None
+        share = self.workers
+        max_n = 1
+        ema = 0.0
+        fn = self.process_fn
+        while True:
+            pos, batch = ch.get_batch(max_n, share)
+            count = len(batch)  # positions taken (the sequencer needs the whole range)
+            limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
+            for i, e in enumerate(batch):
+                if e.kind == FAIL:
+                    self._note_fail(pos + i)
+                    limit = min(limit, i)
+            if limit < count - 1:
+                kept: list[Envelope] = []
+                self._discard_rest(batch, limit + 1, kept)
+                batch = batch[: limit + 1] + kept
+            values = [e.data for e in batch if e.kind == VALUE]
+            results: list[tuple[int, Any, float, float]] | None = None
+            failure: BaseException | None = None
+            if values:
+                try:
+                    results = self._wait(pool.submit(_run_batch, fn, values))
+                except Stopped:
+                    raise
+                except Exception as exc:
+                    if self._stopping:
+                        raise Stopped(0) from None
+                    failure = exc
+            outs: list[Envelope] = []
+            j = 0
+            work = 0.0
+            for i, env in enumerate(batch):
+                if env.kind != VALUE:
+                    outs.append(env)
+                    continue
+                ws.n_in += 1
+                t = env.t
+                if results is None:
+                    now = time.perf_counter()
+                    if t is not None:
+                        t.append(now)
+                    self._error(env, ws, failure, None, now, outs, pos + i)
+                    continue
+                status, payload, t0, t1 = results[j]
+                j += 1
+                work += t1 - t0
+                if t is not None:
+                    t.append(t0)
+                if status == 0:
+                    env.data = payload
+                    if t is not None:
+                        t.append(t1)
+                    outs.append(env)
+                    ws.n_out += 1
+                elif status == 1:
+                    self._filtered(env, ws, t1, outs)
+                elif status == 3:
+                    self._error(env, ws, None, payload, t1, outs, pos + i)
+                else:
+                    kids = payload if status == 2 else payload[0]
+                    sub = env.sub
+                    for k, (v, ty) in enumerate(kids):
+                        ct = None
+                        if t is not None:
+                            ct = t[:]
+                            ct.append(ty)
+                        outs.append(Envelope(VALUE, v, env.seq, ct, (*sub, k)))
+                    ws.n_out += len(kids)
+                    if status == 4:
+                        self._error(env, ws, None, payload[1], t1, outs, pos + i)
+                    elif not kids:
+                        self._filtered(env, ws, t1, outs)
+            ws.busy += work
+            self._forward(pos, count, outs)
+            if values and work > 0:
+                per = work / len(values)
+                ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per
+                max_n = max(1, min(MAX_BATCH, int(PROCESS_BATCH_TARGET / ema)))
+            elif values:
+                max_n = MAX_BATCH

@@ -1,0 +1,107 @@
+"""Stop, drain, interrupt and clear (see "Stop" in ``pipeline.py``).
+
+``stop()`` aborts every channel (waking every blocked thread and future), joins the stage threads
+in a helper thread -- never on the event loop -- up to ``stop_timeout``, terminates busy process
+workers and returns how many items it discarded. It is idempotent: a concurrent or later call
+awaits the first one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .core import PipelineCore, T, U
+from .item import EOS, ERROR, FAIL, VALUE
+
+logger = logging.getLogger("pipeline_app.engine.pipeline")
+
+
+class Shutdown(PipelineCore[T, U]):
+    """stop / drain / interrupt / clear of :class:`~.pipeline.AsyncTaskPipeline`."""
+
+    def _join_all(self, deadline: float) -> list[str]:
+        for stage in self.stages:
+            stage.join(deadline)
+        return [t.name for s in self.stages for t in s.alive_threads()]
+
+    async def stop(self, drain: bool = False, join_timeout: float | None = None) -> int:
+        """Stop every stage; return the number of items discarded. Idempotent, prompt."""
+        if drain and self.running and not self._halted:
+            await self.drain()
+        if self._stop_future is not None:
+            await asyncio.shield(self._stop_future)
+            return 0
+        if not self.running:
+            return 0
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._stop_future = fut
+        try:
+            self._abort_all()
+            wait = self.stop_timeout if join_timeout is None else join_timeout
+            deadline = time.monotonic() + wait
+            alive = await asyncio.to_thread(self._join_all, deadline)
+            if alive:
+                logger.warning("stop: threads still inside a stage function: %s", alive)
+            self.running = False
+            discarded = self._in_flight()
+            self._discarded += discarded
+            self._leftover = []
+            if self._out is not None:
+                self._out.drain_all()
+            for stage in self.stages:
+                n = int(stage.counters()["errors"])
+                if n:
+                    logger.warning("stage %r: %d item(s) failed", stage.name, n)
+            if discarded:
+                logger.info("pipeline stopped, %d item(s) discarded", discarded)
+            fut.set_result(discarded)
+            return discarded
+        except BaseException as exc:
+            self.running = False
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # mark retrieved
+            raise
+
+    async def drain(self) -> None:
+        """Close the input and wait until everything fed so far has passed every stage."""
+        out = self._out
+        if not self.running or out is None or self._halted:
+            return
+        if not self._input_closed:
+            self.close_input()
+        await out.wait_eos(self._eos_sent)
+
+    async def interrupt(self) -> int:
+        """Discard everything queued if running (seed); returns the number discarded."""
+        if not self.running:
+            return 0
+        return self.clear()
+
+    def clear(self) -> int:
+        """Empty every queue and the kept records, reset ``counter``; return items discarded."""
+        n = sum(ch.clear() for ch in self._channels)
+        if self._out is not None:
+            n += self._out.clear()
+        n += sum(1 for e in self._leftover if e.kind in (VALUE, ERROR))
+        self._leftover = [e for e in self._leftover if e.kind == EOS or e.kind == FAIL]
+        with self._lock:
+            self._discarded += n
+            self._counter_base = self._next_seq - self._failed_puts
+        if self._agg is not None:
+            self._agg.clear_records()
+        return n
+
+    def clear_input_queue(self) -> int:
+        n = self._channels[0].clear() if self._channels else 0
+        with self._lock:
+            self._discarded += n
+        return n
+
+    def clear_output_queue(self) -> int:
+        n = self._out.clear() if self._out is not None else 0
+        with self._lock:
+            self._discarded += n
+        return n

@@ -1,0 +1,213 @@
+"""What every stage has, whatever runs its items: configuration, counters, error handling and
+forwarding outputs downstream (directly, or through the reorder buffer with ``workers > 1``).
+
+The workers themselves are in ``thread_worker.py`` and ``process_worker.py``; ``stage.py``
+assembles them into :class:`~.stage.PipelineStage` and owns the lifecycle.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Protocol
+
+from .channel import Channel
+from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
+from .item import EOS, ERROR, FAIL, HOLE, VALUE, Envelope
+from .reorder import Sequencer, Sink
+
+FLUSH_INTERVAL = 0.0005  # seconds of work after which pending outputs are forwarded
+MAX_BATCH = 256
+THREAD_BATCH_TARGET = 0.002  # seconds per batch, workers > 1 (load balance)
+PROCESS_BATCH_TARGET = 0.02  # seconds per batch in a process worker (amortise IPC)
+
+ExcPayload = tuple[BaseException | None, str, str, str]
+"""An exception as it comes back from a process worker: (exception if picklable, type name,
+message, formatted traceback)."""
+
+
+class StageHost(Protocol):
+    def _report_error(self, record: ErrorRecord, exc: BaseException | None) -> None: ...
+
+    def _fail(self, err: StageError) -> None: ...
+
+    def _add_discarded(self, n: int) -> None: ...
+
+
+class WorkerStats:
+    __slots__ = ("busy", "errors", "filtered", "n_in", "n_out")
+
+    def __init__(self) -> None:
+        self.n_in = 0
+        self.n_out = 0
+        self.filtered = 0
+        self.errors = 0
+        self.busy = 0.0
+
+
+class StageCore:
+    """Configuration, counters, error handling and forwarding of a stage (see ``stage.py``)."""
+
+    def __init__(
+        self,
+        name: str,
+        process_fn: Callable[[Any], Any],
+        input_queue: Channel | None = None,
+        output_queue: Sink | None = None,
+        enable_timing: bool = True,
+        return_exceptions: bool = False,
+        *,
+        workers: int = 1,
+        executor: str = "thread",
+        error_policy: ErrorPolicy | None = None,
+        index: int = 0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        if executor not in ("thread", "process"):
+            raise ValueError("executor must be 'thread' or 'process'")
+        if executor == "process":
+            try:
+                pickle.dumps(process_fn)
+            except Exception as exc:
+                raise ValueError(
+                    f"stage {name!r}: a process stage needs a picklable (module-level) "
+                    f"function: {exc}"
+                ) from exc
+        self.name = name
+        self.process_fn = process_fn
+        self.input_queue = input_queue
+        self.output_queue = output_queue
+        self.enable_timing = enable_timing
+        self.error_policy: ErrorPolicy = error_policy or ("return" if return_exceptions else "drop")
+        self.return_exceptions = self.error_policy == "return"
+        self.workers = workers
+        self.executor = executor
+        self.index = index
+        self.running = False
+        self._host: StageHost | None = None
+        self._sink: Sink | None = None
+        self._sequencer: Sequencer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stats: list[WorkerStats] = []
+        self._pool: ProcessPoolExecutor | None = None
+        self._stopping = False
+        self._logged_first_error = False
+        self._fail_lock = threading.Lock()
+        self._fail_pos = sys.maxsize  # earliest input position that failed (policy "raise")
+
+    # ---------------------------------------------------------------- stats (seed attributes)
+    @property
+    def processed_count(self) -> int:
+        return sum(s.n_in for s in self._stats)
+
+    @property
+    def total_processing_time(self) -> float:
+        return sum(s.busy for s in self._stats)
+
+    def get_average_processing_time(self) -> float:
+        n = self.processed_count
+        return self.total_processing_time / n if n else 0.0
+
+    def counters(self) -> dict[str, float]:
+        st = list(self._stats)
+        return {
+            "items_in": sum(s.n_in for s in st),
+            "items_out": sum(s.n_out for s in st),
+            "filtered": sum(s.filtered for s in st),
+            "errors": sum(s.errors for s in st),
+            "busy_time": sum(s.busy for s in st),
+        }
+
+    def queue_depth(self) -> int:
+        return len(self.input_queue) if self.input_queue is not None else 0
+
+    def clear_input_queue(self) -> int:
+        return self.input_queue.clear() if self.input_queue is not None else 0
+
+    # ---------------------------------------------------------------- error handling
+    def _note_fail(self, pos: int) -> None:
+        """Input position ``pos`` failed (or carried a fail marker): later ones need no work."""
+        with self._fail_lock:
+            if pos < self._fail_pos:
+                self._fail_pos = pos
+
+    def _error(
+        self,
+        env: Envelope,
+        ws: WorkerStats,
+        exc: BaseException | None,
+        payload: ExcPayload | None,
+        t_end: float,
+        outs: list[Envelope],
+        pos: int,
+    ) -> None:
+        ws.errors += 1
+        if payload is None:
+            assert exc is not None
+            tb = "".join(traceback.format_exception(exc))
+            exc_type, msg = type(exc).__name__, str(exc)
+        else:
+            exc, exc_type, msg, tb = payload
+            if exc is None:
+                exc = RemoteStageError(f"{exc_type}: {msg}\n{tb}")
+        record = ErrorRecord(env.seq, self.name, exc_type, msg, tb, env.sub)
+        host = self._host
+        assert host is not None
+        host._report_error(record, exc)
+        policy = self.error_policy
+        t = env.t
+        if t is not None:
+            t.append(t_end)
+            env.info = (self.index, t, "error", f"{exc_type}: {msg}", self.name)
+            env.t = None
+        if policy == "raise":
+            # Fail fast, in order: the marker takes the item's place and the consumer raises
+            # when it reaches it (after every earlier output), then stops the pipeline. This
+            # stage skips the positions after it meanwhile (see _thread_loop/_process_loop).
+            err = StageError(self.name, env.seq, f"{exc_type}: {msg}", tb)
+            err.__cause__ = exc
+            self._note_fail(pos)
+            env.kind = FAIL
+            env.data = err
+            outs.append(env)
+        elif policy == "return":
+            env.kind = ERROR
+            env.data = exc
+            ws.n_out += 1
+            outs.append(env)
+        elif t is not None:
+            env.kind = HOLE
+            env.data = None
+            outs.append(env)
+
+    def _filtered(self, env: Envelope, ws: WorkerStats, t_end: float, outs: list[Envelope]) -> None:
+        ws.filtered += 1
+        t = env.t
+        if t is not None:
+            t.append(t_end)
+            env.info = (self.index, t, "filtered", None, self.name)
+            env.t = None
+            env.kind = HOLE
+            env.data = None
+            outs.append(env)
+
+    def _forward(self, pos: int, count: int, outs: list[Envelope]) -> None:
+        seqr = self._sequencer
+        if seqr is not None:
+            seqr.deposit(pos, count, outs)
+        elif outs:
+            sink = self._sink
+            assert sink is not None
+            sink.put_many(outs)
+
+    def _discard_rest(self, batch: list[Envelope], i: int, outs: list[Envelope]) -> None:
+        rest = batch[i:]
+        outs.extend(e for e in rest if e.kind == EOS or e.kind == FAIL)
+        n = sum(1 for e in rest if e.kind in (VALUE, ERROR))
+        if n and self._host is not None:
+            self._host._add_discarded(n)

@@ -1,0 +1,140 @@
+"""Thread workers: a stage's items run in its own named threads.
+
+Each thread takes a batch of what is already queued (one lock round-trip), runs the stage function
+on every item and forwards the outputs as one list. Outputs are flushed early when a batch runs
+for longer than ``FLUSH_INTERVAL``, so slow items still stream to the next stage (pipeline
+parallelism) and the transmission time stays the time an item really waited to be put
+downstream. With ``workers > 1`` the batch size adapts to about ``THREAD_BATCH_TARGET`` seconds of
+work (load balance).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import GeneratorType
+from typing import Any
+
+from .channel import Stopped
+from .errors import StageError
+from .item import FAIL, VALUE, Envelope
+from .stage_core import FLUSH_INTERVAL, MAX_BATCH, THREAD_BATCH_TARGET, StageCore, WorkerStats
+
+logger = logging.getLogger("pipeline_app.engine.stage")
+
+
+class ThreadWorker(StageCore):
+    """The ``executor="thread"`` worker loop."""
+
+    def _thread_worker(self, ws: WorkerStats) -> None:
+        try:
+            self._thread_loop(ws)
+        except Stopped:
+            pass
+        except Exception:  # pragma: no cover - engine bug: make it visible, stop cleanly
+            logger.exception("stage %r worker crashed", self.name)
+            if self._host is not None:
+                self._host._fail(StageError(self.name, -1, "engine worker crashed"))
+
+    def _thread_loop(self, ws: WorkerStats) -> None:
+        ch = self.input_queue
+        assert ch is not None
+        fn = self.process_fn
+        pc = time.perf_counter
+        share = self.workers
+        max_n = MAX_BATCH
+        ema = 0.0
+        forward = self._forward
+        while True:
+            pos, batch = ch.get_batch(max_n, share)
+            epoch = ch.cleared
+            b0 = now = pc()  # ``now``: the last clock reading (one per item on the fast path)
+            t_flush = b0
+            put_time = 0.0
+            outs: list[Envelope] = []
+            first = 0
+            n_in = n_out = 0
+            last = len(batch) - 1
+            limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
+            for i, env in enumerate(batch):
+                if env.kind != VALUE:
+                    outs.append(env)
+                    if env.kind == FAIL:
+                        self._note_fail(pos + i)
+                        limit = min(limit, i)
+                elif ch.cleared != epoch or i > limit:  # clear()/interrupt(), or failed before
+                    self._discard_rest(batch, i, outs)
+                    break
+                else:
+                    n_in += 1
+                    t = env.t
+                    if t is not None:
+                        # processing start = the previous reading, taken right after the
+                        # previous item ended (a few bytecodes ago): one clock read per item
+                        t.append(now)
+                    try:
+                        r = fn(env.data)
+                    except Exception as exc:
+                        self._error(env, ws, exc, None, pc(), outs, pos + i)
+                        r = env  # marker: handled
+                        limit = self._fail_pos - pos
+                    if type(r) is GeneratorType:
+                        n_out += self._fan_out(env, r, ws, outs, pos + i)
+                        limit = self._fail_pos - pos
+                        now = pc()
+                    elif r is None:
+                        now = pc()
+                        self._filtered(env, ws, now, outs)
+                    elif r is env:
+                        now = pc()
+                    else:
+                        env.data = r
+                        now = pc()
+                        if t is not None:
+                            t.append(now)
+                        outs.append(env)
+                        n_out += 1
+                if i != last and now - t_flush > FLUSH_INTERVAL:
+                    ws.n_in += n_in
+                    ws.n_out += n_out
+                    n_in = n_out = 0
+                    forward(pos + first, i + 1 - first, outs)
+                    outs = []
+                    first = i + 1
+                    t_flush = pc()
+                    put_time += t_flush - now
+                    now = t_flush
+            ws.n_in += n_in
+            ws.n_out += n_out
+            b1 = pc()
+            work = b1 - b0 - put_time
+            ws.busy += work
+            forward(pos + first, len(batch) - first, outs)
+            if share > 1:
+                per = work / len(batch)
+                ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per
+                cap = int(THREAD_BATCH_TARGET / ema) if ema else MAX_BATCH
+                max_n = max(1, min(MAX_BATCH, cap))
+
+    def _fan_out(
+        self, env: Envelope, gen: Any, ws: WorkerStats, outs: list[Envelope], pos: int
+    ) -> int:
+        t = env.t
+        pc = time.perf_counter
+        k = 0
+        sub = env.sub
+        try:
+            for v in gen:
+                ct = None
+                if t is not None:
+                    ct = t[:]
+                    ct.append(pc())
+                outs.append(Envelope(VALUE, v, env.seq, ct, (*sub, k)))
+                k += 1
+        except Exception as exc:
+            ws.n_out += k
+            self._error(env, ws, exc, None, pc(), outs, pos)
+            return 0
+        if k == 0:
+            self._filtered(env, ws, pc(), outs)
+        return k
