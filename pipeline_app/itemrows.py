@@ -53,6 +53,10 @@ class StageEncoder:
             self._formats[names] = template
         return template
 
+    def needs_escaping(self, names: tuple[str, ...]) -> bool:
+        """Does this layout's JSON hold characters COPY's text format must escape?"""
+        return any(ch in self.template(names) for ch in "\\\t\n\r")
+
     def encode(self, names: tuple[str, ...], values: Sequence[Sequence[float]]) -> str:
         return self.template(names) % tuple(value * 1e6 for stage in values for value in stage)
 
@@ -76,8 +80,9 @@ def item_row(
     )
 
 
-def insert_item_rows(rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert rows with multi-row INSERTs as large as the database allows (no ORM per row).
+def insert_item_rows(rows: Sequence[Any]) -> None:
+    """Insert rows (COPY lines on PostgreSQL, tuples elsewhere) in as few statements as the
+    database allows, without the ORM.
 
     One statement per few thousand rows also matters for the GIL: a per-row ``executemany``
     releases and re-acquires it for every row and then waits behind the pipeline's threads.
@@ -92,7 +97,7 @@ def insert_item_rows(rows: Sequence[tuple[Any, ...]]) -> None:
             # never corrupt anything, and the batch then skips the wait for the WAL flush.
             raw.execute("SET LOCAL synchronous_commit TO OFF")
             with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                copy.write(copy_text(rows))
+                copy.write("".join(rows))
             return
         marker = "?" if connection.vendor == "sqlite" else "%s"
         row_sql = "(" + ", ".join([marker] * len(ITEM_COLUMNS)) + ")"
@@ -109,17 +114,19 @@ def insert_item_rows(rows: Sequence[tuple[Any, ...]]) -> None:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def copy_text(rows: Sequence[tuple[Any, ...]]) -> str:
-    """Rows in PostgreSQL's COPY text format, built in one piece: one write, one round trip."""
+_COPY_LINE = "%d\t%d\t%s\t%s\t%r\t%r\t%r\t%s\t%s\t%s\n"
+
+
+def copy_line(row: tuple[Any, ...]) -> str:
+    """One row in PostgreSQL's COPY text format (text columns escaped)."""
+    *numbers, stages, error, error_stage = row
     escapes = _COPY_ESCAPES
-    lines = []
-    for run_id, seq, sub_index, status, latency, computation, overhead, *texts in rows:
-        stages, error, error_stage = (text.translate(escapes) for text in texts)
-        lines.append(
-            f"{run_id}\t{seq}\t{sub_index}\t{status}\t{latency!r}\t{computation!r}\t"
-            f"{overhead!r}\t{stages}\t{error}\t{error_stage}\n"
-        )
-    return "".join(lines)
+    return _COPY_LINE % (
+        *numbers,
+        stages.translate(escapes),
+        error.translate(escapes),
+        error_stage.translate(escapes),
+    )
 
 
 def _max_params() -> int:
@@ -131,19 +138,35 @@ def _max_params() -> int:
 
 
 def encode_rows(
-    run_id: int, records: Sequence[Any], seq_map: Sequence[int] | None, encoder: StageEncoder
-) -> list[tuple[Any, ...]]:
-    """Rows for a batch of records; records sharing a stage layout are computed in columns."""
-    rows: list[tuple[Any, ...]] = []
+    run_id: int,
+    records: Sequence[Any],
+    seq_map: Sequence[int] | None,
+    encoder: StageEncoder,
+    *,
+    copy: bool = False,
+) -> list[Any]:
+    """Rows for a batch of records; records sharing a stage layout are computed in columns.
+
+    With ``copy`` the rows are COPY text lines, so the writer thread (which gets only a share of
+    the GIL next to the pipeline's threads) has nothing left to do per row but send them.
+    """
+    rows: list[Any] = []
     groups: dict[tuple[tuple[str, ...], int], list[Any]] = {}
     for record in records:
         stamps = record.stamps
         if stamps is None or record.status != "ok":
-            rows.append(item_row(run_id, record, _seq(record.seq, seq_map), encoder))
+            row = item_row(run_id, record, _seq(record.seq, seq_map), encoder)
+            rows.append(copy_line(row) if copy else row)
         else:
             groups.setdefault((record.stage_names, len(stamps)), []).append(record)
     for (names, width), group in groups.items():
-        rows.extend(_group_rows(run_id, names, width, group, seq_map, encoder))
+        group_rows = _group_rows(run_id, names, width, group, seq_map, encoder)
+        if not copy:
+            rows.extend(group_rows)
+        elif encoder.needs_escaping(names):
+            rows.extend(map(copy_line, group_rows))
+        else:  # digits, dots and plain JSON: the format needs no escaping
+            rows.extend(map(_COPY_LINE.__mod__, group_rows))
     return rows
 
 

@@ -21,7 +21,13 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from pipeline_app import conf
-from pipeline_app.itemrows import StageEncoder, encode_rows, insert_item_rows, item_row
+from pipeline_app.itemrows import (
+    StageEncoder,
+    copy_line,
+    encode_rows,
+    insert_item_rows,
+    item_row,
+)
 from pipeline_app.models import ItemStatus, PipelineRun
 
 logger = logging.getLogger(__name__)
@@ -83,6 +89,7 @@ class RunRecorder:
         self.rows_written = 0
         self._pending: list[Any] = []
         self._encoder = StageEncoder()
+        self._copy = connection.vendor == "postgresql"  # rows as COPY lines, see itemrows
         self._progress: dict[str, Any] | None = None
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -105,7 +112,9 @@ class RunRecorder:
                     admitted.append(record)
                 else:
                     retention.consider_slowest(record.total_latency, partial(self._row, record))
-        self._pending.extend(encode_rows(self.run_id, admitted, self.seq_map, self._encoder))
+        self._pending.extend(
+            encode_rows(self.run_id, admitted, self.seq_map, self._encoder, copy=self._copy)
+        )
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -158,11 +167,12 @@ class RunRecorder:
             insert_item_rows(rows[start : start + self.batch_size])
         self.rows_written += len(rows)
 
-    def _row(self, record: Any) -> tuple[Any, ...]:
+    def _row(self, record: Any) -> Any:
         seq = record.seq
         if self.seq_map is not None and seq < len(self.seq_map):
             seq = self.seq_map[seq]
-        return item_row(self.run_id, record, seq, self._encoder)
+        row = item_row(self.run_id, record, seq, self._encoder)
+        return copy_line(row) if self._copy else row
 
     def _write_progress(self, snapshot: dict[str, Any]) -> None:
         now = timezone.now()

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from pipeline_app.engine import AsyncTaskPipeline
-from pipeline_app.itemrows import StageEncoder, copy_text, encode_rows
+from pipeline_app.itemrows import StageEncoder, copy_line, encode_rows
 
 
 def drop_threes(x: int) -> int | None:
@@ -56,7 +56,15 @@ async def test_columnar_rows_match_each_records_stage_timings() -> None:
             assert stage == "drop"
 
 
-def test_copy_text_escapes_tabs_newlines_and_backslashes() -> None:
-    text = copy_text([(1, 2, "", "error", 0.5, 0.25, 0.25, '{"a\\\\b":[1]}', "x\ty\nz", "s")])
-    assert text == '1\t2\t\terror\t0.5\t0.25\t0.25\t{"a\\\\\\\\b":[1]}\tx\\ty\\nz\ts\n'
-    assert text.count("\n") == 1
+def test_copy_lines_escape_tabs_newlines_and_backslashes() -> None:
+    line = copy_line((1, 2, "", "error", 0.5, 0.25, 0.25, '{"a\\\\b":[1]}', "x\ty\nz", "s"))
+    assert line == '1\t2\t\terror\t0.5\t0.25\t0.25\t{"a\\\\\\\\b":[1]}\tx\\ty\\nz\ts\n'
+    assert line.count("\n") == 1
+
+
+async def test_copy_lines_of_a_batch_match_its_rows() -> None:
+    collected = await records()
+    encoder = StageEncoder()
+    rows = encode_rows(9, collected, None, encoder)
+    lines = encode_rows(9, collected, None, encoder, copy=True)
+    assert lines == [copy_line(row) for row in rows]
