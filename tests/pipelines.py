@@ -111,3 +111,10 @@ class AppendLogSink:
 @registry.sink("test-append-log")
 def append_log_sink(context: SinkContext, path: str) -> AppendLogSink:
     return AppendLogSink(context.run_id, path)
+
+
+@registry.stage("test-awkward-error")
+def awkward_error(x: int) -> int:
+    if x == 3:
+        raise ValueError("tab\there\nnew line \\ backslash")
+    return x

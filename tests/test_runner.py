@@ -172,3 +172,12 @@ def test_stale_attempt_cannot_overwrite_a_newer_one() -> None:
     result = runner.execute(run)
     assert result.status == RunStatus.RUNNING  # untouched by the stale attempt
     assert result.summary is None
+
+
+def test_error_text_with_tabs_newlines_and_backslashes_is_stored_intact() -> None:
+    definition = make_definition(stages=["test-awkward-error"], source_params={"count": 6})
+    run = runner.execute(claimed_run(definition))
+    failed = ItemTiming.objects.get(run=run, status=ItemStatus.ERROR)
+    assert failed.seq == 3
+    assert "tab\there\nnew line \\ backslash" in failed.error
+    assert set(failed.stages) == {"test-awkward-error"}
