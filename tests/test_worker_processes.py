@@ -290,3 +290,24 @@ def test_plain_runworker_entry_point_executes_submitted_runs(
     finally:
         process.terminate()
         process.wait(timeout=15)
+
+
+def test_second_signal_requeues_running_jobs_at_once(cluster: Callable[[int], Any]) -> None:
+    (worker,) = cluster(1)
+    run = jobs.submit(slow_definition("long"))
+    wait_until(
+        lambda: PipelineRun.objects.filter(
+            pk=run.pk, status=RunStatus.RUNNING, items_out__gt=0
+        ).exists(),
+        15,
+        "running",
+    )
+    worker.send_signal(signal.SIGTERM)  # grace period is 5 s: the 30 s run cannot finish in it
+    time.sleep(0.5)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    assert time.monotonic() - started < 3
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+    assert "worker shut down" in run.error_message
