@@ -36,7 +36,7 @@ def worker_identity(suffix: str = "") -> str:
     return f"{socket.gethostname()}:{os.getpid()}{suffix}"
 
 
-def create_run(
+def submit(
     definition: PipelineDefinition,
     *,
     params: dict[str, Any] | None = None,
@@ -45,8 +45,10 @@ def create_run(
     only_items: list[int] | None = None,
     rerun_of: PipelineRun | None = None,
     overrides: dict[str, Any] | None = None,
+    wake_workers: bool = True,
 ) -> PipelineRun:
-    """A queued run of ``definition``; raises :class:`ParamError` for bad parameters.
+    """Queue a run of ``definition`` and, once the transaction commits, wake the workers (a
+    best-effort hint). Raises :class:`ParamError` for bad parameters, before anything is saved.
 
     ``overrides`` replace snapshot keys for this run only (e.g. ``{"enable_timing": False}``).
     """
@@ -60,7 +62,7 @@ def create_run(
         )
     run_params = normalise_params(params)
     validated_params(snapshot, run_params, web=trigger in (Trigger.ADMIN, Trigger.DASHBOARD))
-    return PipelineRun.objects.create(
+    run = PipelineRun.objects.create(
         definition=definition,
         snapshot=snapshot,
         snapshot_hash=snapshot_hash(snapshot),
@@ -70,6 +72,14 @@ def create_run(
         only_items=only_items,
         rerun_of=rerun_of,
     )
+    if wake_workers:
+        transaction.on_commit(lambda: notify_workers({"type": "job.wake", "run_id": run.pk}))
+    return run
+
+
+def create_run(definition: PipelineDefinition, **options: Any) -> PipelineRun:
+    """:func:`submit` without the wake-up: for runs this process executes itself."""
+    return submit(definition, wake_workers=False, **options)
 
 
 def normalise_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -98,30 +108,6 @@ def claim_run(run: PipelineRun, worker_id: str) -> bool:
     if updated:
         run.refresh_from_db()
     return bool(updated)
-
-
-def submit(
-    definition: PipelineDefinition,
-    *,
-    params: dict[str, Any] | None = None,
-    user: Any = None,
-    trigger: str = Trigger.API,
-    only_items: list[int] | None = None,
-    rerun_of: PipelineRun | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> PipelineRun:
-    """Queue a run and, once the transaction commits, wake the workers (best effort)."""
-    run = create_run(
-        definition,
-        params=params,
-        user=user,
-        trigger=trigger,
-        only_items=only_items,
-        rerun_of=rerun_of,
-        overrides=overrides,
-    )
-    transaction.on_commit(lambda: notify_workers({"type": "job.wake", "run_id": run.pk}))
-    return run
 
 
 def rerun(
