@@ -160,16 +160,9 @@ class PipelineDefinitionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if not self.has_run_permission(request):
             raise PermissionDenied
         form = RunParamsForm(definition, request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            try:
-                run = jobs.submit(
-                    definition, params=form.run_params(), user=request.user, trigger=Trigger.ADMIN
-                )
-            except ParamError as exc:
-                form.add_error(None, str(exc))
-            else:
-                self.message_user(request, f"Run #{run.pk} of {definition.name} queued.")
-                return HttpResponseRedirect(run.get_absolute_url())
+        if request.method == "POST" and (run := form.submit(request.user, Trigger.ADMIN)):
+            self.message_user(request, f"Run #{run.pk} of {definition.name} queued.")
+            return HttpResponseRedirect(run.get_absolute_url())
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,

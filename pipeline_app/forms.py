@@ -9,8 +9,14 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from pipeline_app import params
-from pipeline_app.models import PipelineDefinition, PipelineStageConfig, RunStatus, Trigger
+from pipeline_app import jobs, params
+from pipeline_app.models import (
+    PipelineDefinition,
+    PipelineRun,
+    PipelineStageConfig,
+    RunStatus,
+    Trigger,
+)
 from pipeline_app.params import ParamError, ParamSpec
 from pipeline_app.registry import RegistryError, registry
 
@@ -63,6 +69,19 @@ class RunParamsForm(forms.Form):
                 continue
             result.setdefault(kind, {})[name] = value
         return result
+
+    def submit(self, user: Any, trigger: str) -> PipelineRun | None:
+        """Queue a run of the definition with these parameters; ``None`` (with the reason as a
+        form error) when they are invalid."""
+        if not self.is_valid():
+            return None
+        try:
+            return jobs.submit(
+                self.definition, params=self.run_params(), user=user, trigger=trigger
+            )
+        except ParamError as exc:
+            self.add_error(None, str(exc))
+            return None
 
 
 class RunFilterForm(forms.Form):

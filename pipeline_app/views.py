@@ -107,16 +107,9 @@ def pipeline_detail(request: HttpRequest, slug: str) -> HttpResponse:
 def pipeline_run(request: HttpRequest, slug: str) -> HttpResponse:
     definition = get_object_or_404(PipelineDefinition, slug=slug)
     form = RunParamsForm(definition, request.POST)
-    if form.is_valid():
-        try:
-            run = jobs.submit(
-                definition, params=form.run_params(), user=request.user, trigger=Trigger.DASHBOARD
-            )
-        except ParamError as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, f"Run #{run.pk} of {definition.name} is queued.")
-            return redirect(run)
+    if run := form.submit(request.user, Trigger.DASHBOARD):
+        messages.success(request, f"Run #{run.pk} of {definition.name} is queued.")
+        return redirect(run)
     return _pipeline_page(request, definition, form)
 
 
