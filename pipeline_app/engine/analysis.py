@@ -128,20 +128,29 @@ def build_summary(
     stats: dict[str, StageStatistics] = {}
     filtered_total = errors_total = 0
     best: tuple[float, str] | None = None
-    for i, stage in enumerate(stages):
+    # computation efficiency: an item's average computation (summed over the stages, each
+    # averaged over what that stage processed) over the average end-to-end latency
+    comp_per_item = 0.0
+    for stage in stages:
         c = stage.counters()
-        st = agg.stages[i] if agg is not None and i < len(agg.stages) else None
-        comp = _dist(st.computation if st else None)
-        qw = _dist(st.queue_wait if st else None)
-        tr = _dist(st.transmission if st else None)
-        lat = _dist(st.latency if st else None)
+        tstats = stage.timing_stats if agg is not None else None
+        st = tstats.timing if tstats is not None else None
+        if tstats is not None and st is not None:
+            with tstats.lock:  # the stage's threads keep adding to it
+                tstats.fold()
+                comp = _dist(st.computation)
+                qw = _dist(st.queue_wait)
+                tr = _dist(st.transmission)
+                lat = _dist(st.latency)
+                comp_count = st.computation.count
+        else:
+            comp = qw = tr = lat = DistributionStats()
+            comp_count = 0
+        comp_per_item += comp.avg
         processed = int(c["items_in"])
         busy = float(c["busy_time"])
         busy_ratio = busy / (duration * stage.workers) if duration > 0 else 0.0
-        if st is not None and st.computation.count:
-            avg_proc = comp.avg
-        else:
-            avg_proc = busy / processed if processed else 0.0
+        avg_proc = comp.avg if comp_count else (busy / processed if processed else 0.0)
         filtered_total += int(c["filtered"])
         errors_total += int(c["errors"])
         key = busy_ratio if duration > 0 else avg_proc
@@ -176,8 +185,8 @@ def build_summary(
         )
     total = _dist(agg.total if agg is not None else None)
     eff = EfficiencyMetrics()
-    if agg is not None and agg.sum_latency > 0:
-        ce = min(1.0, agg.sum_computation / agg.sum_latency)
+    if agg is not None and total.avg > 0:
+        ce = min(1.0, comp_per_item / total.avg)
         eff = EfficiencyMetrics(computation_efficiency=ce, overhead_ratio=1.0 - ce)
     return LatencySummary(
         total_items=agg.delivered if agg is not None else items_out,

@@ -23,8 +23,13 @@ from collections.abc import Iterable
 
 from .errors import PipelineStopped
 from .item import EOS, FAIL, VALUE, Envelope
+from .stage_timing import Stamps
 
 _SAFETY_WAIT = 0.5  # condition waits are woken explicitly; the timeout is only a safety net
+_clock = time.perf_counter
+
+
+_NO_STAMPS: Stamps = ()
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -110,26 +115,29 @@ class Channel:
             return start, batch
 
     # ----------------------------------------------------------------------------- producer side
-    def _insert(self, chunk: list[Envelope]) -> None:
-        # caller holds the lock
+    def _insert(self, chunk: list[Envelope]) -> float:
+        # caller holds the lock; with timing, stamps every envelope's enqueue time and returns it
+        now = 0.0
         if self._timing:
             now = time.perf_counter()
             for e in chunk:
-                t = e.t
-                if t is not None:
-                    t.append(now)
+                e.q = now
         self._dq.extend(chunk)
         if self._getters:
             if len(chunk) == 1:
                 self._not_empty.notify()
             else:
                 self._not_empty.notify(min(len(chunk), self._getters))
+        return now
 
-    def put_many(self, envs: list[Envelope]) -> None:
-        """Blocking put of a list (split when it does not fit); raises Stopped on abort."""
+    def put_many(self, envs: list[Envelope]) -> Stamps:
+        """Blocking put of a list (split when it does not fit); raises Stopped on abort.
+
+        With timing, returns ``(end index, enqueue stamp)`` per inserted chunk."""
         n = len(envs)
         i = 0
         cap = self.capacity
+        stamps: list[tuple[int, float]] = []
         with self._lock:
             while i < n:
                 if self.aborted:
@@ -141,20 +149,26 @@ class Channel:
                     self._putters -= 1
                     continue
                 if i == 0 and free >= n:
-                    self._insert(envs)
-                    return
+                    now = self._insert(envs)
+                    return [(n, now)] if self._timing else _NO_STAMPS
                 j = min(n, i + free)
-                self._insert(envs[i:j])
+                stamps.append((j, self._insert(envs[i:j])))
                 i = j
+        return stamps
 
     def try_put(self, env: Envelope) -> bool:
         """Non-blocking put; False when full. Raises Stopped when aborted."""
         with self._lock:
             if self.aborted:
                 raise Stopped(1)
-            if self.capacity and len(self._dq) >= self.capacity:
+            dq = self._dq
+            if self.capacity and len(dq) >= self.capacity:
                 return False
-            self._insert([env])
+            if self._timing:
+                env.q = _clock()
+            dq.append(env)
+            if self._getters:
+                self._not_empty.notify()
             return True
 
     def force_put(self, env: Envelope) -> None:
@@ -225,11 +239,13 @@ class OutputBuffer:
     def __len__(self) -> int:
         return len(self._dq)
 
-    def put_many(self, envs: list[Envelope]) -> None:
+    def put_many(self, envs: list[Envelope]) -> Stamps:
         n = len(envs)
         i = 0
         cap = self.capacity
         eos = 0
+        timing = self._timing
+        stamps: list[tuple[int, float]] = []
         for e in envs:
             if e.kind == EOS:
                 eos += 1
@@ -248,12 +264,11 @@ class OutputBuffer:
                     free = n - i
                 j = min(n, i + free)
                 chunk = envs if (i == 0 and j == n) else envs[i:j]
-                if self._timing:
+                if timing:
                     now = time.perf_counter()
                     for e in chunk:
-                        t = e.t
-                        if t is not None:
-                            t.append(now)
+                        e.q = now
+                    stamps.append((j, now))
                 self._dq.extend(chunk)
                 i = j
                 w = self._waiter
@@ -265,6 +280,7 @@ class OutputBuffer:
                 if self._eos_waiters:
                     futs, self._eos_waiters = self._eos_waiters, []
                     _wake_all(futs)
+        return stamps
 
     async def get_batch(self) -> list[Envelope]:
         """Everything buffered (waits while empty); [] once aborted and empty."""

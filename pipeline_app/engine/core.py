@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -67,6 +68,15 @@ class PipelineCore(Generic[T, U]):
         self._t_first_in: float | None = None
         self._t_last_out: float | None = None
         self._loop_thread: int | None = None
+        # Items with seq below this carry per-item stamps for their ItemRecord (timing on):
+        # every item when a record callback is set, else the first max_item_records (again
+        # after clear(), which empties the kept records).
+        self._record_until = self._record_horizon(0)
+
+    def _record_horizon(self, next_seq: int) -> int:
+        if self.on_item_timing is not None or self.on_item_timings is not None:
+            return sys.maxsize
+        return next_seq + self.max_item_records
 
     # ------------------------------------------------------------------ shared primitives
     def _abort_all(self) -> None:

@@ -16,6 +16,8 @@ from .channel import Stopped
 from .core import PipelineCore, T, U
 from .item import SENTINEL, VALUE, Envelope
 
+_clock = time.perf_counter
+
 
 class InputFeeding(PipelineCore[T, U]):
     """The feeding side of :class:`~.pipeline.AsyncTaskPipeline`."""
@@ -28,9 +30,11 @@ class InputFeeding(PipelineCore[T, U]):
                 self._t_first_in = time.perf_counter()
         self._input_closed = False
         if self.enable_timing:
-            return Envelope(
-                VALUE, data, seq, [time.perf_counter() if created_at is None else created_at]
-            )
+            c = _clock() if created_at is None else created_at
+            # Only items whose record is wanted carry per-item stamps (see _record_until).
+            env = Envelope(VALUE, data, seq, [c] if seq < self._record_until else None)
+            env.c = c
+            return env
         return Envelope(VALUE, data, seq)
 
     def _put_failed(self) -> None:

@@ -4,12 +4,15 @@ The envelope (:class:`Envelope`) is what travels through the channels. It is a s
 is mutated in place by map stages (no allocation per stage), and it carries timing stamps only when
 timing is on (``t is None`` otherwise, so timing off costs no dict or list per item).
 
-Timing stamps layout (a flat list of ``time.perf_counter()`` values)::
+With timing on every envelope carries its creation stamp ``c`` and the enqueue stamp ``q`` of its
+current hop (stamped by the channel under its lock at the moment the item becomes visible to the
+stage, so it can never be later than the processing start). Stage statistics are built in the
+stage threads from those (see ``stage_timing.py``); only items whose per-item record is wanted
+(see ``feeding.py``) also carry ``t``, a flat list of ``time.perf_counter()`` values::
 
     [created_at, enq_0, start_0, end_0, enq_1, start_1, end_1, ..., enq_out]
 
-``enq_i`` is stamped by the channel under its lock at the moment the item becomes visible to stage
-``i`` (so it can never be later than ``start_i``); ``enq_out`` when it enters the output buffer.
+appended by each stage (``enq_i`` from ``q``) and, for ``enq_out``, by the consumer.
 """
 
 from __future__ import annotations
@@ -32,7 +35,12 @@ FAIL = 5  # fail-fast marker (error_policy="raise"): travels in order, the consu
 class Envelope:
     """Internal unit of transport."""
 
-    __slots__ = ("data", "info", "kind", "seq", "sub", "t")
+    __slots__ = ("c", "data", "info", "kind", "q", "seq", "sub", "t")
+
+    # Timing on only (not set otherwise): ``c`` the creation stamp, ``q`` the enqueue stamp of
+    # the hop the envelope is in (set by the channel that holds it).
+    c: float
+    q: float
 
     def __init__(
         self,

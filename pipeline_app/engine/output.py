@@ -3,8 +3,8 @@
 :meth:`OutputIteration.generate_output_stream` takes everything buffered in one batch, yields the
 values in order, ends at an end-of-stream marker (leaving what follows it for the next
 iteration), raises the fail-fast :class:`~.errors.StageError` when it reaches a fail marker, and
-hands each batch's timed envelopes to the :class:`~.timing.Aggregator` right after the consumer
-took them.
+hands each batch's timed envelopes to the :class:`~.timing.Aggregator` (end-to-end latency and
+records) right after the consumer took them.
 """
 
 from __future__ import annotations

@@ -65,15 +65,25 @@ Per item and stage: queue wait = processing start - enqueue (an item drained int
 batch is still waiting), computation = processing (including consuming a generator; for a
 fan-out child, up to its yield), transmission = end of computation -> visible downstream (time
 blocked by backpressure, or by order for ``workers > 1``). End-to-end = ``created_at`` ->
-handed to the consumer. Aggregates are streaming histograms; per-item :class:`ItemRecord`
-objects go to ``on_item_timing`` -- called on the event loop thread, in output order, once per
-output (each fan-out child) and once per filtered or failed item, right after the consumer took
-the batch (keep it cheap) -- and/or to ``on_item_timings`` (the same records, one list per output
-batch: one call instead of one per item), and the first ``max_item_records`` stay in memory for
-:meth:`get_report`. Records are cheap: they keep the item's raw stamps and build the per-stage
-dicts only when :attr:`ItemRecord.stages` is read (:meth:`ItemRecord.stage_values` gives the
-same values as tuples, in stage order, without dicts). Summaries are computed from the
-consumer's side: items never read are not timed.
+handed to the consumer. Items put downstream together share one enqueue stamp (they became
+visible at that one instant), and one clock reading is an item's end and the next one's start.
+
+Aggregates are streaming histograms. Each stage builds its own (queue wait, computation,
+transmission, latency) in its threads while it processes, from three columns per batch and the
+stamp its put returns (``stage_timing.py``), so nothing per item and stage is left for the event
+loop; the consumer aggregates the end-to-end latency of what it reads. A summary folds the
+stages' pending batches in (under each stage's lock) and merges them with the consumer's side.
+
+Per-item :class:`ItemRecord` objects go to ``on_item_timing`` -- called on the event loop
+thread, in output order, once per output (each fan-out child) and once per filtered or failed
+item, right after the consumer took the batch (keep it cheap) -- and/or to ``on_item_timings``
+(the same records, one list per output batch: one call instead of one per item), and the first
+``max_item_records`` stay in memory for :meth:`get_report`. Only items whose record is wanted
+carry per-item stamps (every item when a callback is set, else the first ``max_item_records``
+fed, again after :meth:`clear`); kept records are built when first read. Records are cheap: they
+keep the item's raw stamps and build the per-stage dicts only when :attr:`ItemRecord.stages` is
+read (:meth:`ItemRecord.stage_values` gives the same values as tuples, in stage order, without
+dicts).
 
 Modules
 -------
@@ -81,7 +91,7 @@ Modules
 (shared state, stage callbacks), ``feeding.py`` (input), ``output.py`` (output iteration),
 ``shutdown.py`` (stop, drain, clear) and ``reporting.py`` (progress, summaries, report). A stage
 (``stage.py``) is ``stage_core.py`` (counters, error handling, forwarding) plus
-``thread_worker.py`` and ``process_worker.py``.
+``thread_worker.py`` and ``process_worker.py``; ``stage_timing.py`` holds its timing statistics.
 """
 
 from __future__ import annotations

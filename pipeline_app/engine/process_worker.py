@@ -23,6 +23,7 @@ from .channel import Stopped
 from .errors import StageError
 from .item import FAIL, VALUE, Envelope
 from .stage_core import MAX_BATCH, PROCESS_BATCH_TARGET, ExcPayload, StageCore, WorkerStats
+from .stage_timing import Columns
 
 logger = logging.getLogger("pipeline_app.engine.stage")
 
@@ -145,30 +146,43 @@ class ProcessWorker(StageCore):
                         raise Stopped(0) from None
                     failure = exc
             outs: list[Envelope] = []
+            cols: Columns | None = ([], [], []) if self._tstats is not None else None
             j = 0
             work = 0.0
             for i, env in enumerate(batch):
                 if env.kind != VALUE:
                     outs.append(env)
+                    if cols is not None:
+                        self._pad(cols, 1)
                     continue
                 ws.n_in += 1
                 t = env.t
                 if results is None:
                     now = time.perf_counter()
                     if t is not None:
+                        t.append(env.q)
                         t.append(now)
+                    k0 = len(outs)
                     self._error(env, ws, failure, None, now, outs, pos + i)
+                    if cols is not None:
+                        self._settle(env, outs, k0, cols, now, now)
                     continue
                 status, payload, t0, t1 = results[j]
                 j += 1
                 work += t1 - t0
                 if t is not None:
+                    t.append(env.q)
                     t.append(t0)
+                k0 = len(outs)
                 if status == 0:
                     env.data = payload
                     if t is not None:
                         t.append(t1)
                     outs.append(env)
+                    if cols is not None:
+                        cols[0].append(env.q)
+                        cols[1].append(t0)
+                        cols[2].append(t1)
                     ws.n_out += 1
                 elif status == 1:
                     self._filtered(env, ws, t1, outs)
@@ -178,18 +192,29 @@ class ProcessWorker(StageCore):
                     kids = payload if status == 2 else payload[0]
                     sub = env.sub
                     for k, (v, ty) in enumerate(kids):
-                        ct = None
-                        if t is not None:
-                            ct = t[:]
-                            ct.append(ty)
-                        outs.append(Envelope(VALUE, v, env.seq, ct, (*sub, k)))
+                        child = Envelope(VALUE, v, env.seq, None, (*sub, k))
+                        if cols is not None:
+                            child.c = env.c
+                            cols[0].append(env.q)
+                            cols[1].append(t0)
+                            cols[2].append(ty)
+                            if t is not None:
+                                ct = t[:]
+                                ct.append(ty)
+                                child.t = ct
+                        outs.append(child)
                     ws.n_out += len(kids)
+                    k0 = len(outs)
                     if status == 4:
                         self._error(env, ws, None, payload[1], t1, outs, pos + i)
                     elif not kids:
                         self._filtered(env, ws, t1, outs)
+                    else:
+                        continue
+                if status != 0 and cols is not None:
+                    self._settle(env, outs, k0, cols, t0, t1)
             ws.busy += work
-            self._forward(pos, count, outs)
+            self._forward(pos, count, outs, cols)
             if values and work > 0:
                 per = work / len(values)
                 ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per

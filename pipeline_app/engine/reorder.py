@@ -19,23 +19,31 @@ parked here (the range at the head is always accepted, so this cannot deadlock).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from .channel import Stopped
 from .item import Envelope
+from .stage_timing import Columns, Stamps
 
 
 class Sink(Protocol):
-    def put_many(self, envs: list[Envelope]) -> None: ...
+    def put_many(self, envs: list[Envelope]) -> Stamps: ...
 
 
 class Sequencer:
-    def __init__(self, sink: Sink, bound: int) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        bound: int,
+        on_put: Callable[[Columns, Stamps], None] | None = None,
+    ) -> None:
         self._sink = sink
+        self._on_put = on_put
         self._bound = max(1, bound)
         self._lock = threading.Lock()
         self._progress = threading.Condition(self._lock)
-        self._pending: dict[int, tuple[int, list[Envelope]]] = {}
+        self._pending: dict[int, tuple[int, list[Envelope], Columns | None]] = {}
         self._parked = 0
         self._next = 0
         self._emitting = False
@@ -44,12 +52,15 @@ class Sequencer:
     def __len__(self) -> int:
         return self._parked
 
-    def deposit(self, pos: int, count: int, outs: list[Envelope]) -> None:
-        """Positions ``[pos, pos+count)`` are done and produced ``outs`` (in order)."""
+    def deposit(
+        self, pos: int, count: int, outs: list[Envelope], cols: Columns | None = None
+    ) -> None:
+        """Positions ``[pos, pos+count)`` are done and produced ``outs`` (in order); ``cols``
+        (timing on) are their timing columns, handed to ``on_put`` once they were put."""
         with self._lock:
             if self.aborted:
                 raise Stopped(0)
-            self._pending[pos] = (count, outs)
+            self._pending[pos] = (count, outs, cols)
             self._parked += len(outs)
             if self._emitting:
                 while self._parked > self._bound and not self.aborted and self._emitting:
@@ -60,15 +71,22 @@ class Sequencer:
             while True:
                 with self._lock:
                     ready: list[Envelope] = []
+                    rcols: Columns | None = None
                     pending = self._pending
                     nxt = self._next
                     while nxt in pending:
-                        k, o = pending.pop(nxt)
+                        k, o, c = pending.pop(nxt)
                         nxt += k
                         if ready:
                             ready.extend(o)
                         else:
                             ready = o
+                        if c is not None:
+                            if rcols is None:
+                                rcols = ([], [], [])
+                            rcols[0].extend(c[0])
+                            rcols[1].extend(c[1])
+                            rcols[2].extend(c[2])
                     self._next = nxt
                     self._parked -= len(ready)
                     if not ready:
@@ -76,7 +94,9 @@ class Sequencer:
                         self._progress.notify_all()
                         return
                     self._progress.notify_all()
-                self._sink.put_many(ready)
+                stamps = self._sink.put_many(ready)
+                if rcols is not None and self._on_put is not None:
+                    self._on_put(rcols, stamps)
         except BaseException:
             with self._lock:
                 self._emitting = False
@@ -90,4 +110,5 @@ class Sequencer:
 
     def parked_values(self) -> int:
         with self._lock:
-            return sum(1 for _, outs in self._pending.values() for e in outs if e.kind in (0, 3))
+            parked = (e for _, outs, _c in self._pending.values() for e in outs)
+            return sum(1 for e in parked if e.kind in (0, 3))

@@ -1,7 +1,7 @@
 """Introspection and summaries: counters, queues, progress, latency summary and report.
 
-Summaries are computed from the consumer's side (items never read are not timed), from the
-streaming aggregates of :class:`~.timing.Aggregator` and the stages' counters, by
+Summaries are computed from the stages' own timing statistics (:mod:`~.stage_timing`), the
+consumer's end-to-end aggregates (:class:`~.timing.Aggregator`) and the stages' counters, by
 :func:`~.analysis.build_summary`.
 """
 

@@ -90,6 +90,7 @@ class Shutdown(PipelineCore[T, U]):
         with self._lock:
             self._discarded += n
             self._counter_base = self._next_seq - self._failed_puts
+            self._record_until = self._record_horizon(self._next_seq)
         if self._agg is not None:
             self._agg.clear_records()
         return n

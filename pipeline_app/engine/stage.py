@@ -24,6 +24,7 @@ from .stage_core import (
     StageHost,
     WorkerStats,
 )
+from .stage_timing import StageStats
 from .thread_worker import ThreadWorker
 
 __all__ = [
@@ -45,7 +46,9 @@ class PipelineStage(ThreadWorker, ProcessWorker):
         self.input_queue = input_queue
         self.output_queue = output_queue
         self._host = host
-        self._sequencer = Sequencer(output_queue, bound) if self.workers > 1 else None
+        self._tstats = StageStats() if self.enable_timing else None
+        on_put = self._tstats.add_forwarded if self._tstats is not None else None
+        self._sequencer = Sequencer(output_queue, bound, on_put) if self.workers > 1 else None
         self._sink = output_queue
         self._stats = [WorkerStats() for _ in range(self.workers)]
         self._logged_first_error = False

@@ -7,6 +7,7 @@ assembles them into :class:`~.stage.PipelineStage` and owns the lifecycle.
 
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 import threading
@@ -19,6 +20,7 @@ from .channel import Channel
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
 from .item import EOS, ERROR, FAIL, HOLE, VALUE, Envelope
 from .reorder import Sequencer, Sink
+from .stage_timing import Columns, StageStats
 
 FLUSH_INTERVAL = 0.0005  # seconds of work after which pending outputs are forwarded
 MAX_BATCH = 256
@@ -99,6 +101,7 @@ class StageCore:
         self._logged_first_error = False
         self._fail_lock = threading.Lock()
         self._fail_pos = sys.maxsize  # earliest input position that failed (policy "raise")
+        self._tstats: StageStats | None = None  # timing on: built up by the stage's threads
 
     # ---------------------------------------------------------------- stats (seed attributes)
     @property
@@ -196,14 +199,57 @@ class StageCore:
             env.data = None
             outs.append(env)
 
-    def _forward(self, pos: int, count: int, outs: list[Envelope]) -> None:
+    def _forward(
+        self, pos: int, count: int, outs: list[Envelope], cols: Columns | None = None
+    ) -> None:
         seqr = self._sequencer
         if seqr is not None:
-            seqr.deposit(pos, count, outs)
+            seqr.deposit(pos, count, outs, cols)
         elif outs:
             sink = self._sink
             assert sink is not None
-            sink.put_many(outs)
+            stamps = sink.put_many(outs)
+            if cols is not None:
+                tstats = self._tstats
+                assert tstats is not None
+                tstats.add_forwarded(cols, stamps)
+
+    def _settle(
+        self,
+        env: Envelope,
+        outs: list[Envelope],
+        k0: int,
+        cols: Columns,
+        start: float,
+        end: float,
+    ) -> None:
+        """Timing of an item whose error/filter handling appended ``outs[k0:]``: a returned
+        error is an output like any other (it has a transmission); otherwise the item ends
+        here and what it appended (a marker, a record carrier) is not a timed output."""
+        q = env.q
+        if len(outs) > k0 and env.kind == ERROR:
+            cols[0].append(q)
+            cols[1].append(start)
+            cols[2].append(end)
+            return
+        tstats = self._tstats
+        assert tstats is not None
+        tstats.add_one(q, start, end)
+        self._pad(cols, len(outs) - k0)
+
+    @staticmethod
+    def _pad(cols: Columns, n: int) -> None:
+        """``n`` untimed outputs (markers, pass-through envelopes)."""
+        if n:
+            pad = [math.nan] * n
+            cols[0].extend(pad)
+            cols[1].extend(pad)
+            cols[2].extend(pad)
+
+    @property
+    def timing_stats(self) -> StageStats | None:
+        """The stage's timing statistics (timing on), built up by its threads."""
+        return self._tstats
 
     def _discard_rest(self, batch: list[Envelope], i: int, outs: list[Envelope]) -> None:
         rest = batch[i:]

@@ -11,6 +11,7 @@ work (load balance).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from types import GeneratorType
 from typing import Any
@@ -19,6 +20,7 @@ from .channel import Stopped
 from .errors import StageError
 from .item import FAIL, VALUE, Envelope
 from .stage_core import FLUSH_INTERVAL, MAX_BATCH, THREAD_BATCH_TARGET, StageCore, WorkerStats
+from .stage_timing import Columns
 
 logger = logging.getLogger("pipeline_app.engine.stage")
 
@@ -37,6 +39,9 @@ class ThreadWorker(StageCore):
                 self._host._fail(StageError(self.name, -1, "engine worker crashed"))
 
     def _thread_loop(self, ws: WorkerStats) -> None:
+        if self._tstats is not None:
+            self._thread_loop_timed(ws)
+            return
         ch = self.input_queue
         assert ch is not None
         fn = self.process_fn
@@ -117,7 +122,14 @@ class ThreadWorker(StageCore):
                 max_n = max(1, min(MAX_BATCH, cap))
 
     def _fan_out(
-        self, env: Envelope, gen: Any, ws: WorkerStats, outs: list[Envelope], pos: int
+        self,
+        env: Envelope,
+        gen: Any,
+        ws: WorkerStats,
+        outs: list[Envelope],
+        pos: int,
+        cols: Columns | None = None,
+        start: float = 0.0,
     ) -> int:
         t = env.t
         pc = time.perf_counter
@@ -125,16 +137,130 @@ class ThreadWorker(StageCore):
         sub = env.sub
         try:
             for v in gen:
-                ct = None
-                if t is not None:
-                    ct = t[:]
-                    ct.append(pc())
-                outs.append(Envelope(VALUE, v, env.seq, ct, (*sub, k)))
+                child = Envelope(VALUE, v, env.seq, None, (*sub, k))
+                if cols is not None:
+                    y = pc()
+                    child.c = env.c
+                    cols[0].append(env.q)
+                    cols[1].append(start)
+                    cols[2].append(y)
+                    if t is not None:
+                        ct = t[:]
+                        ct.append(y)
+                        child.t = ct
+                outs.append(child)
                 k += 1
         except Exception as exc:
             ws.n_out += k
-            self._error(env, ws, exc, None, pc(), outs, pos)
+            k0 = len(outs)
+            end = pc()
+            self._error(env, ws, exc, None, end, outs, pos)
+            if cols is not None:
+                self._settle(env, outs, k0, cols, start, end)
             return 0
         if k == 0:
-            self._filtered(env, ws, pc(), outs)
+            end = pc()
+            self._filtered(env, ws, end, outs)
+            if cols is not None:
+                self._settle(env, outs, len(outs), cols, start, end)
         return k
+
+    def _thread_loop_timed(self, ws: WorkerStats) -> None:
+        """``_thread_loop`` with timing: the same work plus the batch's timing columns."""
+        ch = self.input_queue
+        assert ch is not None
+        fn = self.process_fn
+        pc = time.perf_counter
+        share = self.workers
+        max_n = MAX_BATCH
+        ema = 0.0
+        forward = self._forward
+        settle = self._settle
+        nan = math.nan
+        while True:
+            pos, batch = ch.get_batch(max_n, share)
+            epoch = ch.cleared
+            b0 = now = pc()
+            t_flush = b0
+            put_time = 0.0
+            outs: list[Envelope] = []
+            cols: Columns = ([], [], [])
+            qs, ss, es = cols
+            first = 0
+            n_in = n_out = 0
+            last = len(batch) - 1
+            limit = self._fail_pos - pos
+            for i, env in enumerate(batch):
+                if env.kind != VALUE:
+                    outs.append(env)
+                    qs.append(nan)
+                    ss.append(nan)
+                    es.append(nan)
+                    if env.kind == FAIL:
+                        self._note_fail(pos + i)
+                        limit = min(limit, i)
+                elif ch.cleared != epoch or i > limit:
+                    k0 = len(outs)
+                    self._discard_rest(batch, i, outs)
+                    pad = [nan] * (len(outs) - k0)
+                    qs += pad
+                    ss += pad
+                    es += pad
+                    break
+                else:
+                    n_in += 1
+                    start = now
+                    t = env.t
+                    if t is not None:
+                        t.append(env.q)
+                        t.append(start)
+                    try:
+                        r = fn(env.data)
+                    except Exception as exc:
+                        now = pc()
+                        k0 = len(outs)
+                        self._error(env, ws, exc, None, now, outs, pos + i)
+                        settle(env, outs, k0, cols, start, now)
+                        r = env  # marker: handled
+                        limit = self._fail_pos - pos
+                    if type(r) is GeneratorType:
+                        n_out += self._fan_out(env, r, ws, outs, pos + i, cols, start)
+                        limit = self._fail_pos - pos
+                        now = pc()
+                    elif r is None:
+                        now = pc()
+                        self._filtered(env, ws, now, outs)
+                        settle(env, outs, len(outs), cols, start, now)
+                    elif r is not env:
+                        env.data = r
+                        now = pc()
+                        if t is not None:
+                            t.append(now)
+                        outs.append(env)
+                        qs.append(env.q)
+                        ss.append(start)
+                        es.append(now)
+                        n_out += 1
+                if i != last and now - t_flush > FLUSH_INTERVAL:
+                    ws.n_in += n_in
+                    ws.n_out += n_out
+                    n_in = n_out = 0
+                    forward(pos + first, i + 1 - first, outs, cols)
+                    outs = []
+                    cols = ([], [], [])
+                    qs, ss, es = cols
+                    first = i + 1
+                    t_flush = pc()
+                    put_time += t_flush - now
+                    now = t_flush
+            ws.n_in += n_in
+            ws.n_out += n_out
+            b1 = pc()
+            work = b1 - b0 - put_time
+            ws.busy += work
+            forward(pos + first, len(batch) - first, outs, cols)
+            if share > 1:
+                per = work / len(batch)
+                ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per
+                cap = int(THREAD_BATCH_TARGET / ema) if ema else MAX_BATCH
+                max_n = max(1, min(MAX_BATCH, cap))

@@ -276,34 +276,66 @@ async def test_progress_snapshot() -> None:
     await p.stop()
 
 
-def test_large_batch_aggregation_exact_counts_sums_and_latency_extremes() -> None:
+def test_stage_stats_exact_counts_sums_and_latency_extremes() -> None:
+    """Stage statistics built in the stage threads: exact count, sums and latency extremes, in
+    the exact phase and the sampled one, with markers (nan) and a split put among the batches."""
+    import math
     import random
 
-    from pipeline_app.engine.item import Envelope
-    from pipeline_app.engine.timing import Aggregator
+    from pipeline_app.engine.stage_timing import EXACT_VALUES, StageStats
 
     rnd = random.Random(1)
-    envs, dels = [], []
-    for i in range(1000):
-        t = [1000.0 + i]
-        for _ in range(2):
-            enq = t[-1] + rnd.random() * 1e-3
-            start = enq + rnd.random() * 1e-3
-            t += [enq, start, start + rnd.random() * 1e-2]
-        t.append(t[-1] + rnd.random() * 1e-3)
-        envs.append(Envelope(0, i, i, t))
-        dels.append(t[-1] + 1e-4)
-    agg = Aggregator(["a", "b"], None, 0)
-    agg.process(envs, dels)
-    comps = [e.t[3] - e.t[2] for e in envs]  # type: ignore[index]
-    lats = [e.t[4] - e.t[1] for e in envs]  # type: ignore[index]
-    st = agg.stages[0]
-    assert st.computation.count == 1000
-    assert abs(st.computation.total - sum(comps)) < 1e-9
-    assert st.computation.min <= st.computation.avg <= st.computation.max
-    assert st.latency.min == min(lats) and st.latency.max == max(lats)
-    assert close(st.computation.percentile(50), sorted(comps)[500], 0.25)
-    assert agg.total.count == 1000 and agg.delivered == 1000
+    st = StageStats()
+    clock = 1000.0
+    qw: list[float] = []
+    comp: list[float] = []
+    tr: list[float] = []
+    lat: list[float] = []
+    while len(lat) < 3 * EXACT_VALUES:
+        n = rnd.choice([1, 2, 3, 50, 256])
+        qs, ss, es = [], [], []
+        for _ in range(n):  # enqueue stamps never decrease along a stage's outputs
+            clock += rnd.random() * 1e-4
+            start = clock + rnd.random() * 1e-3
+            qs.append(clock)
+            ss.append(start)
+            es.append(start + rnd.random() * 1e-3)
+        marker = rnd.random() < 0.2
+        if marker:
+            qs.append(math.nan)
+            ss.append(math.nan)
+            es.append(math.nan)
+        end = max(es[:n]) + 1e-4
+        if n > 2 and rnd.random() < 0.2:  # split put: two chunks, two stamps
+            stamps = [(n // 2, end), (len(qs), end + 1e-3)]
+        else:
+            stamps = [(len(qs), end)]
+        nxt: list[float] = []
+        prev = 0
+        for j, stamp in stamps:
+            nxt += [stamp] * (j - prev)
+            prev = j
+        for i in range(n):
+            qw.append(ss[i] - qs[i])
+            comp.append(es[i] - ss[i])
+            tr.append(nxt[i] - es[i])
+            lat.append(nxt[i] - qs[i])
+        st.add_forwarded((qs, ss, es), stamps)
+    st.add_one(clock, clock + 1e-3, clock + 2e-3)  # a filtered item: no transmission
+    qw.append(1e-3)
+    comp.append(1e-3)
+    lat.append(2e-3)
+    with st.lock:
+        st.fold()
+    tm = st.timing
+    for h, xs in ((tm.queue_wait, qw), (tm.computation, comp), (tm.transmission, tr)):
+        assert h.count == len(xs)
+        assert abs(h.total - sum(xs)) < 1e-6
+        assert h.min <= h.avg <= h.max
+    assert tm.latency.count == len(lat)
+    assert abs(tm.latency.total - sum(lat)) < 1e-6
+    assert abs(tm.latency.min - min(lat)) < 1e-9 and abs(tm.latency.max - max(lat)) < 1e-9
+    assert close(tm.computation.percentile(50), sorted(comp)[len(comp) // 2], 0.25)
 
 
 async def test_latency_histogram_bins_count_every_delivered_item() -> None:
