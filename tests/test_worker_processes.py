@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import override_settings
 
 from pipeline_app import jobs
@@ -25,15 +24,18 @@ from tests.factories import make_definition
 REPO = Path(__file__).resolve().parent.parent
 LEASE = 2.0
 POLL = 0.5
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.postgres_only,
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture
 def cluster(
     subprocess_env: dict[str, str], redis_url: str
 ) -> Iterator[Callable[[int], list[subprocess.Popen[str]]]]:
-    if connection.vendor != "postgresql":
-        pytest.skip("multi-process workers run in the PostgreSQL pass (DATABASE_URL=postgres://)")
     prefix = f"pipeline-test-{uuid.uuid4().hex[:8]}"
     env = {
         **subprocess_env,
@@ -254,8 +256,6 @@ def test_sigterm_lets_running_jobs_finish_and_leaves_nothing_running(
 def test_plain_runworker_entry_point_executes_submitted_runs(
     subprocess_env: dict[str, str], redis_url: str
 ) -> None:
-    if connection.vendor != "postgresql":
-        pytest.skip("multi-process workers run in the PostgreSQL pass (DATABASE_URL=postgres://)")
     prefix = f"pipeline-test-{uuid.uuid4().hex[:8]}"
     env = {
         **subprocess_env,
