@@ -1,8 +1,8 @@
 """Run jobs inside the web server process (the embedded default: in-memory channel layer).
 
 Daphne has no lifespan hook, so :class:`EmbeddedJobServiceMiddleware` starts the job service on
-the server's event loop at the first request it sees, and an ``atexit`` hook requeues whatever
-is still running when the server stops. With ``REDIS_URL`` set (or ``EMBEDDED_WORKER=False``)
+the server's event loop at the first request it sees, and an exit hook requeues whatever is
+still running when the server stops. With ``REDIS_URL`` set (or ``EMBEDDED_WORKER=False``)
 the middleware does nothing: ``pipelineworker`` processes run the jobs.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from pipeline_app.jobs import is_embedded
@@ -38,5 +40,20 @@ async def start_embedded_service() -> None:
     if service.accepting:
         return
     await service.start()
-    atexit.register(service.shutdown_from_any_thread)
+    _at_interpreter_exit(service.shutdown_from_any_thread)
     logger.info("Embedded job service running in the web process")
+
+
+def _at_interpreter_exit(callback: Callable[[], None]) -> None:
+    """Run ``callback`` when the server's main thread ends, before thread pools refuse work.
+
+    A plain ``atexit`` hook runs after ``concurrent.futures`` has shut its executors down, when
+    a stopping run can no longer use ``asyncio.to_thread`` to close its sink; hooks registered
+    with ``threading``'s exit list run first (last registered, first run), which is how
+    ``concurrent.futures`` itself registers.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(callback)
+    else:
+        register(callback)

@@ -91,9 +91,12 @@ def execute(
             )
         )
     except Exception as exc:
-        outcome.status = RunStatus.FAILED
-        outcome.error_message = outcome.error_message or _describe(exc)
-        outcome.traceback = outcome.traceback or traceback.format_exc()
+        if stops.shutdown.is_set():  # whatever broke, the worker is going away: requeue
+            outcome.status, outcome.error_message = _STOP_OUTCOMES["shutdown"]
+        else:
+            outcome.status = RunStatus.FAILED
+            outcome.error_message = outcome.error_message or _describe(exc)
+            outcome.traceback = outcome.traceback or traceback.format_exc()
     finally:
         recorder.close()
     return finish(run, outcome)
@@ -144,7 +147,7 @@ async def _drive(
         monitor.cancel()
         await asyncio.gather(monitor, return_exceptions=True)
         try:
-            outcome.result = await asyncio.to_thread(sink.close)
+            outcome.result = await _close_sink(sink)
         except Exception as exc:
             if outcome.status == RunStatus.SUCCEEDED:
                 outcome.status = RunStatus.FAILED
@@ -159,6 +162,13 @@ async def _drive(
         recorder.publish_progress(_snapshot(pipeline, expected, final=True))
     if outcome.source_errors and outcome.status == RunStatus.SUCCEEDED:
         outcome.status = RunStatus.FAILED
+
+
+async def _close_sink(sink: Sink) -> dict[str, Any] | None:
+    try:
+        return await asyncio.to_thread(sink.close)
+    except RuntimeError:  # thread pools refuse work while the interpreter exits
+        return sink.close()
 
 
 async def _consume(
