@@ -200,11 +200,13 @@ def requeue_or_lose(run_id: int, attempt: int, reason: str) -> str | None:
                 RunStatus.LOST,
                 f"Lost after {attempt}/{max_attempts} attempts: {reason}",
             )
+        fields: dict[str, Any] = (
+            dict(PipelineRun.REQUEUE_FIELDS)
+            if status == RunStatus.QUEUED
+            else {"status": status, "lease_expires_at": None, "finished_at": timezone.now()}
+        )
         PipelineRun.objects.filter(pk=run_id, attempt=attempt).update(
-            status=status,
-            error_message=message,
-            lease_expires_at=None,
-            finished_at=None if status == RunStatus.QUEUED else timezone.now(),
+            **fields, error_message=message
         )
     logger.warning("Run %s: %s", run_id, message)
     return status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -196,6 +196,22 @@ class PipelineRun(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("pipeline_app:run-detail", args=[self.pk])
+
+    # Field values that put a run back in the queue: the next attempt starts from zero.
+    REQUEUE_FIELDS: ClassVar[dict[str, Any]] = {
+        "status": RunStatus.QUEUED,
+        "worker_id": "",
+        "started_at": None,
+        "finished_at": None,
+        "lease_expires_at": None,
+        "items_in": 0,
+        "items_out": 0,
+        "items_filtered": 0,
+        "items_errors": 0,
+        "rate": None,
+        "eta_seconds": None,
+        "progress": {},
+    }
 
     @property
     def pipeline_name(self) -> str:

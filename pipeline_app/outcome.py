@@ -75,11 +75,7 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
 
 def requeue(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING).update(
-        status=RunStatus.QUEUED,
-        worker_id="",
-        started_at=None,
-        lease_expires_at=None,
-        error_message=outcome.error_message,
+        **PipelineRun.REQUEUE_FIELDS, error_message=outcome.error_message
     )
     run.refresh_from_db()
     return run

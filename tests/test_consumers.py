@@ -170,3 +170,4 @@ async def test_shutdown_requeues_unfinished_runs_and_leaves_nothing_running(
     assert requeued.status == RunStatus.QUEUED
     assert "worker shut down" in requeued.error_message
     assert requeued.worker_id == ""
+    assert (requeued.items_in, requeued.progress, requeued.started_at) == (0, {}, None)

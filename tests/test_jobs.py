@@ -97,6 +97,7 @@ def test_expired_lease_is_requeued_while_attempts_remain_then_lost() -> None:
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED
     assert "Requeued (attempt 1/2)" in run.error_message
+    assert (run.worker_id, run.started_at, run.lease_expires_at) == ("", None, None)
 
     run = jobs.claim_next("dead-again")  # type: ignore[assignment]
     assert run.attempt == 2
