@@ -1,0 +1,86 @@
+"""The embedded default: daphne runs submitted jobs itself and requeues them when it stops."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline_app import jobs
+from pipeline_app.models import PipelineRun, RunStatus
+from tests.factories import make_definition
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: object, timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(message)
+
+
+def test_daphne_runs_jobs_in_process_and_requeues_them_when_stopped(
+    subprocess_env: dict[str, str],
+) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("daphne")),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "project.asgi:application",
+        ],
+        cwd=REPO,
+        env={**subprocess_env, "PIPELINE_APP_TEST_CONFIG": '{"EMBEDDED_WORKER": true}'},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=1)
+            except OSError:
+                return False
+            return True
+
+        wait_for(answers, 20, "daphne did not answer")  # the first request starts the service
+        definition = make_definition(
+            stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
+            source_params={"count": 3000},
+            sink="discard",
+        )
+        run = jobs.submit(definition)
+        wait_for(
+            lambda: PipelineRun.objects.filter(pk=run.pk, items_out__gt=10).exists(),
+            20,
+            "the web process did not run the job",
+        )
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED, run.error_message
+    assert "worker shut down" in run.error_message
+    assert run.items_out == 0
