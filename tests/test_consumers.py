@@ -136,16 +136,21 @@ async def test_job_consumer_starts_the_service_and_runs_queued_work() -> None:
         app.stop()
 
 
-async def test_cancel_of_a_running_job_ends_it_within_a_second(
-    service: worker.JobService,
-) -> None:
+async def start_long_run(service: worker.JobService) -> PipelineRun:
+    """A 5,000-item run of 10 ms items, submitted and running on ``service``."""
     definition = await sync_to_async(make_definition)(
         stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
         source_params={"count": 5000},
     )
     run = await sync_to_async(jobs.submit)(definition)
     await service.start()
-    await wait_for_status(run.pk, {RunStatus.RUNNING})
+    return await wait_for_status(run.pk, {RunStatus.RUNNING})
+
+
+async def test_cancel_of_a_running_job_ends_it_within_a_second(
+    service: worker.JobService,
+) -> None:
+    run = await start_long_run(service)
     await asyncio.sleep(0.3)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -158,13 +163,7 @@ async def test_cancel_of_a_running_job_ends_it_within_a_second(
 async def test_shutdown_requeues_unfinished_runs_and_leaves_nothing_running(
     service: worker.JobService,
 ) -> None:
-    definition = await sync_to_async(make_definition)(
-        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
-        source_params={"count": 5000},
-    )
-    run = await sync_to_async(jobs.submit)(definition)
-    await service.start()
-    await wait_for_status(run.pk, {RunStatus.RUNNING})
+    run = await start_long_run(service)
     await service.shutdown(grace=0.2)
     requeued = await PipelineRun.objects.aget(pk=run.pk)
     assert requeued.status == RunStatus.QUEUED
