@@ -22,7 +22,15 @@ from typing import Any
 from .channel import Stopped
 from .errors import StageError
 from .item import FAIL, VALUE, Envelope
-from .stage_core import MAX_BATCH, PROCESS_BATCH_TARGET, ExcPayload, StageCore, WorkerStats
+from .stage_core import (
+    MAX_BATCH,
+    PROCESS_BATCH_TARGET,
+    ExcPayload,
+    StageCore,
+    WorkerStats,
+    adapt_batch,
+    fan_out_child,
+)
 from .stage_timing import Columns
 
 logger = logging.getLogger("pipeline_app.engine.stage")
@@ -190,19 +198,8 @@ class ProcessWorker(StageCore):
                     self._error(env, ws, None, payload, t1, outs, pos + i)
                 else:
                     kids = payload if status == 2 else payload[0]
-                    sub = env.sub
                     for k, (v, ty) in enumerate(kids):
-                        child = Envelope(VALUE, v, env.seq, None, (*sub, k))
-                        if cols is not None:
-                            child.c = env.c
-                            cols[0].append(env.q)
-                            cols[1].append(t0)
-                            cols[2].append(ty)
-                            if t is not None:
-                                ct = t[:]
-                                ct.append(ty)
-                                child.t = ct
-                        outs.append(child)
+                        outs.append(fan_out_child(env, v, k, cols, t0, ty))
                     ws.n_out += len(kids)
                     k0 = len(outs)
                     if status == 4:
@@ -216,8 +213,6 @@ class ProcessWorker(StageCore):
             ws.busy += work
             self._forward(pos, count, outs, cols)
             if values and work > 0:
-                per = work / len(values)
-                ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per
-                max_n = max(1, min(MAX_BATCH, int(PROCESS_BATCH_TARGET / ema)))
+                ema, max_n = adapt_batch(ema, work / len(values), PROCESS_BATCH_TARGET)
             elif values:
                 max_n = MAX_BATCH

@@ -27,6 +27,30 @@ MAX_BATCH = 256
 THREAD_BATCH_TARGET = 0.002  # seconds per batch, workers > 1 (load balance)
 PROCESS_BATCH_TARGET = 0.02  # seconds per batch in a process worker (amortise IPC)
 
+
+def adapt_batch(ema: float, per_item: float, target: float) -> tuple[float, int]:
+    """Smoothed seconds per item and the batch size that takes about ``target`` seconds."""
+    ema = per_item if ema == 0.0 else 0.7 * ema + 0.3 * per_item
+    return ema, max(1, min(MAX_BATCH, int(target / ema) if ema else MAX_BATCH))
+
+
+def fan_out_child(
+    env: Envelope, value: Any, index: int, cols: Columns | None, start: float, yielded: float
+) -> Envelope:
+    """The ``index``-th child of a fan-out, with its own timing columns (and stamp copy)."""
+    child = Envelope(VALUE, value, env.seq, None, (*env.sub, index))
+    if cols is not None:
+        child.c = env.c
+        cols[0].append(env.q)
+        cols[1].append(start)
+        cols[2].append(yielded)
+        if env.t is not None:
+            stamps = env.t[:]
+            stamps.append(yielded)
+            child.t = stamps
+    return child
+
+
 ExcPayload = tuple[BaseException | None, str, str, str]
 """An exception as it comes back from a process worker: (exception if picklable, type name,
 message, formatted traceback)."""

@@ -19,7 +19,15 @@ from typing import Any
 from .channel import Stopped
 from .errors import StageError
 from .item import FAIL, VALUE, Envelope
-from .stage_core import FLUSH_INTERVAL, MAX_BATCH, THREAD_BATCH_TARGET, StageCore, WorkerStats
+from .stage_core import (
+    FLUSH_INTERVAL,
+    MAX_BATCH,
+    THREAD_BATCH_TARGET,
+    StageCore,
+    WorkerStats,
+    adapt_batch,
+    fan_out_child,
+)
 from .stage_timing import Columns
 
 logger = logging.getLogger("pipeline_app.engine.stage")
@@ -116,10 +124,7 @@ class ThreadWorker(StageCore):
             ws.busy += work
             forward(pos + first, len(batch) - first, outs)
             if share > 1:
-                per = work / len(batch)
-                ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per
-                cap = int(THREAD_BATCH_TARGET / ema) if ema else MAX_BATCH
-                max_n = max(1, min(MAX_BATCH, cap))
+                ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
 
     def _fan_out(
         self,
@@ -131,24 +136,12 @@ class ThreadWorker(StageCore):
         cols: Columns | None = None,
         start: float = 0.0,
     ) -> int:
-        t = env.t
         pc = time.perf_counter
+        timed = cols is not None
         k = 0
-        sub = env.sub
         try:
             for v in gen:
-                child = Envelope(VALUE, v, env.seq, None, (*sub, k))
-                if cols is not None:
-                    y = pc()
-                    child.c = env.c
-                    cols[0].append(env.q)
-                    cols[1].append(start)
-                    cols[2].append(y)
-                    if t is not None:
-                        ct = t[:]
-                        ct.append(y)
-                        child.t = ct
-                outs.append(child)
+                outs.append(fan_out_child(env, v, k, cols, start, pc() if timed else 0.0))
                 k += 1
         except Exception as exc:
             ws.n_out += k
@@ -260,7 +253,4 @@ class ThreadWorker(StageCore):
             ws.busy += work
             forward(pos + first, len(batch) - first, outs, cols)
             if share > 1:
-                per = work / len(batch)
-                ema = per if ema == 0.0 else 0.7 * ema + 0.3 * per
-                cap = int(THREAD_BATCH_TARGET / ema) if ema else MAX_BATCH
-                max_n = max(1, min(MAX_BATCH, cap))
+                ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
