@@ -155,7 +155,7 @@ def encode_rows(
     for record in records:
         stamps = record.stamps
         if stamps is None or record.status != "ok":
-            row = item_row(run_id, record, _seq(record.seq, seq_map), encoder)
+            row = item_row(run_id, record, original_seq(record.seq, seq_map), encoder)
             rows.append(copy_line(row) if copy else row)
         else:
             groups.setdefault((record.stage_names, len(stamps)), []).append(record)
@@ -195,7 +195,7 @@ def _group_rows(
     stages = map(encoder.template(names).__mod__, zip(*values, strict=True))
     seqs = [record.seq for record in group]
     if seq_map is not None:
-        seqs = [_seq(seq, seq_map) for seq in seqs]
+        seqs = [original_seq(seq, seq_map) for seq in seqs]
     subs = [".".join(map(str, r.sub_index)) if r.sub_index else "" for r in group]
     return zip(
         repeat(run_id),
@@ -211,5 +211,6 @@ def _group_rows(
     )
 
 
-def _seq(seq: int, seq_map: Sequence[int] | None) -> int:
+def original_seq(seq: int, seq_map: Sequence[int] | None) -> int:
+    """The input position in the source (differs from ``seq`` in a re-run of chosen items)."""
     return seq_map[seq] if seq_map is not None and seq < len(seq_map) else seq

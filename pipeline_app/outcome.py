@@ -4,7 +4,7 @@ by the run's attempt (a superseded attempt writes nothing)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
@@ -24,8 +24,7 @@ class Outcome:
     traceback: str = ""
     result: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
-    discarded: int = 0
-    source_errors: list[str] = field(default_factory=list)
+    source_failed: bool = False
 
 
 def error_dict(error: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pipeline_app.itemrows import (
     encode_rows,
     insert_item_rows,
     item_row,
+    original_seq,
 )
 from pipeline_app.models import ItemStatus, PipelineRun
 
@@ -86,7 +87,6 @@ class RunRecorder:
         )
         self.cancel_requested = threading.Event()
         self.fenced_out = threading.Event()
-        self.rows_written = 0
         self._pending: list[Any] = []
         self._encoder = StageEncoder()
         self._copy = connection.vendor == "postgresql"  # rows as COPY lines, see itemrows
@@ -165,12 +165,9 @@ class RunRecorder:
         for start in range(0, len(rows), self.batch_size):
             close_old_connections()
             insert_item_rows(rows[start : start + self.batch_size])
-        self.rows_written += len(rows)
 
     def _row(self, record: Any) -> Any:
-        seq = record.seq
-        if self.seq_map is not None and seq < len(self.seq_map):
-            seq = self.seq_map[seq]
+        seq = original_seq(record.seq, self.seq_map)
         row = item_row(self.run_id, record, seq, self._encoder)
         return copy_line(row) if self._copy else row
 

@@ -127,7 +127,7 @@ async def _drive(
             if consume in done:
                 consume.result()
             else:
-                outcome.discarded = await pipeline.stop()
+                await pipeline.stop()
                 consume.cancel()
                 await asyncio.gather(consume, return_exceptions=True)
                 if monitor in done:
@@ -160,7 +160,7 @@ async def _drive(
             error_dict(e) for e in pipeline.errors[: conf.get("MAX_RECORDED_ERRORS")]
         ]
         recorder.publish_progress(_snapshot(pipeline, expected, final=True))
-    if outcome.source_errors and outcome.status == RunStatus.SUCCEEDED:
+    if outcome.source_failed and outcome.status == RunStatus.SUCCEEDED:
         outcome.status = RunStatus.FAILED
 
 
@@ -197,7 +197,7 @@ async def _guarded_source(
     except Exception as exc:
         outcome.error_message = f"Source failed after {index + 1} items: {_describe(exc)}"
         outcome.traceback = traceback.format_exc()
-        outcome.source_errors.append(outcome.error_message)
+        outcome.source_failed = True
 
 
 _STOP_OUTCOMES = {
