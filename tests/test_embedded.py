@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,24 +13,10 @@ import pytest
 from pipeline_app import jobs
 from pipeline_app.models import PipelineRun, RunStatus
 from tests.factories import make_definition
+from tests.helpers import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: object, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(message)
 
 
 def test_daphne_runs_jobs_in_process_and_requeues_them_when_stopped(
@@ -63,14 +47,14 @@ def test_daphne_runs_jobs_in_process_and_requeues_them_when_stopped(
                 return False
             return True
 
-        wait_for(answers, 20, "daphne did not answer")  # the first request starts the service
+        wait_until(answers, 20, "daphne did not answer")  # the first request starts the service
         definition = make_definition(
             stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
             source_params={"count": 3000},
             sink="discard",
         )
         run = jobs.submit(definition)
-        wait_for(
+        wait_until(
             lambda: PipelineRun.objects.filter(pk=run.pk, items_out__gt=10).exists(),
             20,
             "the web process did not run the job",

@@ -20,6 +20,7 @@ from django.test import override_settings
 from pipeline_app import jobs
 from pipeline_app.models import PipelineRun, RunStatus
 from tests.factories import make_definition
+from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LEASE = 2.0
@@ -86,15 +87,6 @@ def cluster(
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, message: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s: {message}")
 
 
 def slow_definition(name: str = "slow", **fields: Any) -> Any:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, StageStat
+from tests.helpers import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,15 +47,9 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def live_server_url(subprocess_env: dict[str, str], synced_pipelines: None) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     daphne = Path(sys.executable).with_name("daphne")
     ARTIFACTS.mkdir(exist_ok=True)
     log = (ARTIFACTS / "daphne.log").open("wb")
