@@ -8,15 +8,21 @@ from typing import Any
 
 from pipeline_app import conf, params
 from pipeline_app.engine import AsyncTaskPipeline
-from pipeline_app.models import ErrorPolicy
+from pipeline_app.models import ErrorPolicy, Trigger
 from pipeline_app.registry import registry
+
+WEB_TRIGGERS = frozenset({Trigger.ADMIN, Trigger.DASHBOARD})
 
 
 def validated_params(
-    snapshot: dict[str, Any], run_params: dict[str, Any], *, web: bool
+    snapshot: dict[str, Any], run_params: dict[str, Any], *, trigger: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Source and sink parameters of a run: definition defaults, then the run's own values."""
-    roots = conf.get("FILE_ROOTS") if web else None
+    """Source and sink parameters of a run: definition defaults, then the run's own values.
+
+    File parameters of runs started from the web must lie under ``FILE_ROOTS``; command-line
+    and Python API runs may use any path their user can read.
+    """
+    roots = conf.get("FILE_ROOTS") if trigger in WEB_TRIGGERS else None
     source = registry.get("source", snapshot["source"])
     sink = registry.get("sink", snapshot["sink"])
     source_values = {**snapshot["source_params"], **run_params.get("source", {})}

@@ -61,7 +61,7 @@ def submit(
             f"Pipeline {definition.name!r} refers to unregistered {', '.join(missing)}."
         )
     run_params = normalise_params(params)
-    validated_params(snapshot, run_params, web=trigger in (Trigger.ADMIN, Trigger.DASHBOARD))
+    validated_params(snapshot, run_params, trigger=trigger)
     run = PipelineRun.objects.create(
         definition=definition,
         snapshot=snapshot,

@@ -64,9 +64,7 @@ def execute(
             raise params.ParamError(
                 f"Pipeline {snapshot['name']!r} refers to unregistered {', '.join(missing)}."
             )
-        source_params, sink_params = validated_params(
-            snapshot, run.params, web=run.trigger not in ("cli", "api")
-        )
+        source_params, sink_params = validated_params(snapshot, run.params, trigger=run.trigger)
         expected = expected_items(snapshot["source"], source_params, seq_map)
         if expected is not None:
             PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt).update(
