@@ -172,24 +172,28 @@ class RunRecorder:
         return copy_line(row) if self._copy else row
 
     def _write_progress(self, snapshot: dict[str, Any]) -> None:
+        """Save the snapshot and renew the lease; one query while the run goes on normally.
+
+        The update also requires ``cancel_requested`` to be unset, so a cancel request (or a
+        newer attempt) shows as no row updated, and only then is the row read to tell which.
+        """
         now = timezone.now()
-        updated = PipelineRun.objects.filter(pk=self.run_id, attempt=self.attempt).update(
-            items_in=snapshot["items_in"],
-            items_out=snapshot["items_out"],
-            items_filtered=snapshot["filtered"],
-            items_errors=snapshot["errors"],
-            rate=snapshot.get("rate"),
-            eta_seconds=snapshot.get("eta_seconds"),
-            progress=snapshot,
-            heartbeat_at=now,
-            lease_expires_at=now + self.lease,
-        )
-        if not updated:
+        fields = {
+            "items_in": snapshot["items_in"],
+            "items_out": snapshot["items_out"],
+            "items_filtered": snapshot["filtered"],
+            "items_errors": snapshot["errors"],
+            "rate": snapshot.get("rate"),
+            "eta_seconds": snapshot.get("eta_seconds"),
+            "progress": snapshot,
+            "heartbeat_at": now,
+            "lease_expires_at": now + self.lease,
+        }
+        ours = PipelineRun.objects.filter(pk=self.run_id, attempt=self.attempt)
+        if ours.filter(cancel_requested=False).update(**fields):
+            return
+        if ours.update(**fields):
+            self.cancel_requested.set()
+        else:
             logger.warning("Run %s belongs to a newer attempt; this one stops", self.run_id)
             self.fenced_out.set()
-            return
-        flags = PipelineRun.objects.filter(pk=self.run_id).values_list(
-            "cancel_requested", flat=True
-        )
-        if any(flags):
-            self.cancel_requested.set()
