@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pipeline_app.jobs import is_embedded
+from pipeline_app import conf
+from pipeline_app.hints import is_in_memory
 from pipeline_app.worker import get_service
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,16 @@ class EmbeddedJobServiceMiddleware:
             if is_embedded():
                 await start_embedded_service()
         return await self.app(scope, receive, send)
+
+
+def is_embedded() -> bool:
+    """Do jobs run inside the web process? (EMBEDDED_WORKER, or auto: in-memory layer.)"""
+    setting = conf.get("EMBEDDED_WORKER")
+    if setting is not None:
+        return bool(setting)
+    from channels.layers import get_channel_layer
+
+    return is_in_memory(get_channel_layer())
 
 
 async def start_embedded_service() -> None:

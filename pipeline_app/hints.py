@@ -45,9 +45,14 @@ def notify_workers(message: dict[str, Any]) -> None:
     from channels.layers import get_channel_layer
 
     layer = get_channel_layer()
-    if layer is None or type(layer).__name__ == "InMemoryChannelLayer":
+    if layer is None or is_in_memory(layer):
         return
     asyncio.run_coroutine_threadsafe(_send(layer, message), _background_loop())
+
+
+def is_in_memory(layer: Any) -> bool:
+    """Channels' in-memory layer reaches this process only."""
+    return type(layer).__name__ == "InMemoryChannelLayer"
 
 
 async def _send(layer: Any, message: dict[str, Any]) -> None:

@@ -150,18 +150,6 @@ def cancel(run: PipelineRun) -> PipelineRun:
     return run
 
 
-def is_embedded(layer: Any = None) -> bool:
-    """Do jobs run inside the web process? (EMBEDDED_WORKER, or auto: in-memory layer.)"""
-    setting = conf.get("EMBEDDED_WORKER")
-    if setting is not None:
-        return bool(setting)
-    if layer is None:
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-    return type(layer).__name__ == "InMemoryChannelLayer"
-
-
 def claim_next(worker_id: str) -> PipelineRun | None:
     """Claim the oldest queued run, or None. One winner however many workers race."""
     queued = PipelineRun.objects.filter(status=RunStatus.QUEUED).order_by("created_at", "id")
