@@ -46,7 +46,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import path, reverse  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from pipeline_app import queries  # noqa: E402
+from pipeline_app import queries, stamps  # noqa: E402
 from pipeline_app.models import (  # noqa: E402
     ItemStatus,
     ItemTiming,
@@ -57,6 +57,15 @@ from pipeline_app.models import (  # noqa: E402
 )
 
 STAGES = ["quick-step", "slow-step", "quick-step#2"]
+ITEM_STAMPS = stamps.pack(
+    stamps.from_stage_values(
+        [
+            (1e-4, 5e-5, 0.0, 1e-4, 1.5e-4),
+            (5e-4, 2e-2, 1e-4, 6.5e-4, 2.065e-2),
+            (2e-4, 5e-5, 0.0, 2.09e-2, 2.1e-2),
+        ]
+    )
+)
 CHUNK = 20_000
 
 
@@ -171,11 +180,7 @@ def make_item_run(definition: PipelineDefinition, items: int) -> PipelineRun:
                     latency=latency,
                     computation=0.0201,
                     overhead=latency - 0.0201,
-                    stages={
-                        "quick-step": [100, 50, 0, 100, 150],
-                        "slow-step": [500, 20000, 100, 650, 20650],
-                        "quick-step#2": [200, 50, 0, 20900, 21000],
-                    },
+                    stamps=ITEM_STAMPS,
                     error="ValueError: bad" if failed else "",
                     error_stage="slow-step" if failed else "",
                 )

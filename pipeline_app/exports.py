@@ -9,12 +9,12 @@ from typing import Any
 
 from django.http import Http404
 
-from pipeline_app import queries
-from pipeline_app.models import ItemTiming, PipelineRun, stages_in_seconds
+from pipeline_app import queries, stamps
+from pipeline_app.models import ItemTiming, PipelineRun
 
 CHUNK = 2_000
 FIELDS = ("seq", "sub_index", "status", "latency", "computation", "overhead", "error_stage")
-PARTS = ("queue_wait", "computation", "transmission", "start", "end")
+PARTS = stamps.PART_NAMES
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -27,7 +27,7 @@ def _rows(run: PipelineRun) -> Iterator[tuple[Any, ...]]:
     rows = (
         ItemTiming.objects.filter(run=run)
         .order_by("seq", "pk")
-        .values_list(*FIELDS, "error", "stages")
+        .values_list(*FIELDS, "error", "stamps")
     )
     yield from rows.iterator(chunk_size=CHUNK)
 
@@ -44,24 +44,25 @@ def csv_stream(run: PipelineRun) -> Iterator[str]:
     writer = csv.writer(_Echo())
     header = [*FIELDS, "error"] + [f"{name}.{part}" for name in names for part in PARTS]
     yield writer.writerow(header)
-    for *fields, error, stages in _rows(run):
+    for *fields, error, blob in _rows(run):
         cells = [_cell(v) for v in fields] + [_cell(error)]
-        seconds = stages_in_seconds(stages)
+        seconds = stamps.stage_seconds(blob, names)
         for name in names:
             cells.extend(seconds.get(name) or [""] * len(PARTS))
         yield writer.writerow(cells)
 
 
 def json_stream(run: PipelineRun) -> Iterator[str]:
-    head = {"run": run.pk, "pipeline": run.pipeline_name, "stage_order": queries.stage_names(run)}
+    names = queries.stage_names(run)
+    head = {"run": run.pk, "pipeline": run.pipeline_name, "stage_order": names}
     yield json.dumps(head)[:-1] + ', "items": ['
     separator = ""
-    for *fields, error, stages in _rows(run):
+    for *fields, error, blob in _rows(run):
         record = dict(zip(FIELDS, fields, strict=True))
         record["error"] = error
         record["stages"] = {
-            name: dict(zip(PARTS, values, strict=False))
-            for name, values in stages_in_seconds(stages).items()
+            name: dict(zip(PARTS, values, strict=True))
+            for name, values in stamps.stage_seconds(blob, names).items()
         }
         yield separator + json.dumps(record)
         separator = ",\n"

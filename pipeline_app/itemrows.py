@@ -1,22 +1,25 @@
 """``ItemTiming`` rows without model instances: encoded in columns, inserted in bulk.
 
 The ORM's per-row cost (model instances, per-field preparation) was ten times the insert itself,
-and every managed run writes one row per item, so rows are plain tuples here: built in columns
-with C-level ``map``/``zip`` over the engine's raw stamps, and inserted with ``COPY`` on
-PostgreSQL or ``executemany`` elsewhere. Stage timings are whole microseconds.
+and every managed run writes one row per item, so rows are plain tuples here, or on PostgreSQL
+ready-made tuples of a binary ``COPY``. The rows of successful items, nearly all of a run, are
+packed in columns: one C-level ``struct`` call per row over the engine's raw stamps, which are
+stored as they are (see :mod:`pipeline_app.stamps`), so no number is formatted as text and the
+database parses nothing.
 """
 
 from __future__ import annotations
 
-import json
+import struct
 from collections.abc import Sequence
+from functools import lru_cache
 from itertools import chain, repeat
-from operator import mul, sub
 from typing import Any
 
 from django.db import connection, transaction
 
-from pipeline_app.models import ItemTiming
+from pipeline_app import stamps
+from pipeline_app.models import ItemTiming, storable_text
 
 ITEM_COLUMNS = (
     "run_id",
@@ -26,63 +29,110 @@ ITEM_COLUMNS = (
     "latency",
     "computation",
     "overhead",
-    "stages",
+    "stamps",
     "error",
     "error_stage",
 )
+_SUB_INDEX_MAX = ItemTiming._meta.get_field("sub_index").max_length or 50
+_ERROR_STAGE_MAX = ItemTiming._meta.get_field("error_stage").max_length or 100
+ERROR_MAX = 5000
+
+# PostgreSQL's binary COPY: a signature, a flags word and an empty header extension; each tuple is
+# a field count then (length, bytes) per field; a field count of -1 ends the data.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_COPY_ROW_START = struct.Struct(">hiqiq")  # field count, run_id, seq
+_COPY_FLOATS = struct.Struct(">ididid")  # latency, computation, overhead
+_LENGTH = struct.Struct(">i")
 
 
-class StageEncoder:
-    """Encodes an item's per-stage timings as the JSON of ``ItemTiming.stages``.
-
-    Stage timings are stored as whole microseconds: a prepared ``%``-format per stage layout
-    encodes them several times faster than ``json.dumps`` of floats (the hot path of every
-    managed run), and a microsecond is finer than anything the dashboard draws.
-    """
-
-    def __init__(self) -> None:
-        self._formats: dict[tuple[str, ...], str] = {}
-
-    def template(self, names: tuple[str, ...]) -> str:
-        """A ``%`` format taking five values per stage, in seconds times 1e6."""
-        template = self._formats.get(names)
-        if template is None:
-            template = "{%s}" % ",".join(  # noqa: UP031
-                json.dumps(name).replace("%", "%%") + ":[%d,%d,%d,%d,%d]" for name in names
-            )
-            self._formats[names] = template
-        return template
-
-    def needs_escaping(self, names: tuple[str, ...]) -> bool:
-        """Does this layout's JSON hold characters COPY's text format must escape?"""
-        return any(ch in self.template(names) for ch in "\\\t\n\r")
-
-    def encode(self, names: tuple[str, ...], values: Sequence[Sequence[float]]) -> str:
-        return self.template(names) % tuple(value * 1e6 for stage in values for value in stage)
-
-
-def item_row(
-    run_id: int, record: Any, seq: int, encoder: StageEncoder | None = None
-) -> tuple[Any, ...]:
+def item_row(run_id: int, record: Any, seq: int) -> tuple[Any, ...]:
     """One ``ItemTiming`` row as a tuple for a bulk insert that skips model instances."""
-    stages = (encoder or StageEncoder()).encode(record.stage_names, record.stage_values())
+    raw = record.stamps
+    if raw is None:  # a record built from derived values
+        raw = stamps.from_stage_values(record.stage_values())
     return (
         run_id,
         seq,
-        ".".join(map(str, record.sub_index)),
+        ".".join(map(str, record.sub_index))[:_SUB_INDEX_MAX],
         record.status,
         record.total_latency,
         record.computation_time,
         record.overhead_time,
-        stages,
-        (record.error or "")[:5000],
-        record.error_stage or "",
+        stamps.pack(raw),
+        storable_text(record.error or "", ERROR_MAX),
+        (record.error_stage or "")[:_ERROR_STAGE_MAX],
     )
 
 
+def copy_row(row: tuple[Any, ...]) -> bytes:
+    """One row as a tuple of PostgreSQL's binary ``COPY`` format."""
+    run_id, seq, sub_index, status, latency, computation, overhead, blob, error, stage = row
+    parts = [_COPY_ROW_START.pack(len(ITEM_COLUMNS), 8, run_id, 8, seq)]
+    for text in (sub_index, status):
+        parts += _field(text.encode())
+    parts.append(_COPY_FLOATS.pack(8, latency, 8, computation, 8, overhead))
+    parts += _field(blob)
+    for text in (error, stage):
+        parts += _field(text.encode())
+    return b"".join(parts)
+
+
+def _field(data: bytes) -> tuple[bytes, bytes]:
+    return _LENGTH.pack(len(data)), data
+
+
+def encode_rows(
+    run_id: int, records: Sequence[Any], seq_map: Sequence[int] | None, *, copy: bool = False
+) -> list[Any]:
+    """Rows for a batch of records (binary ``COPY`` tuples with ``copy``); successful items
+    with the same number of stamps, not fanned out, are packed in columns."""
+    rows: list[Any] = []
+    groups: dict[int, list[Any]] = {}
+    for record in records:
+        raw = record.stamps
+        if raw is None or record.status != "ok" or record.sub_index:
+            row = item_row(run_id, record, original_seq(record.seq, seq_map))
+            rows.append(copy_row(row) if copy else row)
+        else:
+            groups.setdefault(len(raw), []).append(record)
+    for width, group in groups.items():
+        seqs = [record.seq for record in group]
+        if seq_map is not None:
+            seqs = [original_seq(seq, seq_map) for seq in seqs]
+        latency = [record.total_latency for record in group]
+        computation = [record.computation_time for record in group]
+        overhead = [record.overhead_time for record in group]
+        columns = zip(*[record.stamps for record in group], strict=True)
+        again = repeat
+        if copy:
+            rows += map(
+                _copy_ok_row(width).pack,
+                *(again(len(ITEM_COLUMNS)), again(8), again(run_id), again(8), seqs),
+                *(again(0), again(2), again(b"ok")),
+                *(again(8), latency, again(8), computation, again(8), overhead),
+                *(again(8 * width), *columns),
+                *(again(0), again(0)),
+            )
+        else:
+            blobs = map(stamps.packer(width).pack, *columns)
+            rows += zip(
+                *(again(run_id), seqs, again(""), again("ok"), latency, computation, overhead),
+                *(blobs, again(""), again("")),
+                strict=False,  # the repeats are endless
+            )
+    return rows
+
+
+@lru_cache(maxsize=16)
+def _copy_ok_row(width: int) -> struct.Struct:
+    """A whole ``COPY`` tuple of a successful, not fanned out item with ``width`` stamps."""
+    return struct.Struct(f">hiqiqii2sidididi{width}dii")
+
+
 def insert_item_rows(rows: Sequence[Any]) -> None:
-    """Insert rows (COPY lines on PostgreSQL, tuples elsewhere) in as few statements as the
-    database allows, without the ORM.
+    """Insert rows (binary COPY tuples on PostgreSQL, tuples elsewhere) in as few statements
+    as the database allows, without the ORM.
 
     One statement per few thousand rows also matters for the GIL: a per-row ``executemany``
     releases and re-acquires it for every row and then waits behind the pipeline's threads.
@@ -96,8 +146,8 @@ def insert_item_rows(rows: Sequence[Any]) -> None:
             # Timings are telemetry: a crash may lose the last fraction of a second of them,
             # never corrupt anything, and the batch then skips the wait for the WAL flush.
             raw.execute("SET LOCAL synchronous_commit TO OFF")
-            with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                copy.write("".join(rows))
+            with raw.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
             return
         marker = "?" if connection.vendor == "sqlite" else "%s"
         row_sql = "(" + ", ".join([marker] * len(ITEM_COLUMNS)) + ")"
@@ -111,104 +161,12 @@ def insert_item_rows(rows: Sequence[Any]) -> None:
             )
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-_COPY_LINE = "%d\t%d\t%s\t%s\t%r\t%r\t%r\t%s\t%s\t%s\n"
-
-
-def copy_line(row: tuple[Any, ...]) -> str:
-    """One row in PostgreSQL's COPY text format (text columns escaped)."""
-    *numbers, stages, error, error_stage = row
-    escapes = _COPY_ESCAPES
-    return _COPY_LINE % (
-        *numbers,
-        stages.translate(escapes),
-        error.translate(escapes),
-        error_stage.translate(escapes),
-    )
-
-
 def _max_params() -> int:
     if connection.vendor == "sqlite":
         import sqlite3
 
         return int(connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
     return int(connection.features.max_query_params or 65_535)
-
-
-def encode_rows(
-    run_id: int,
-    records: Sequence[Any],
-    seq_map: Sequence[int] | None,
-    encoder: StageEncoder,
-    *,
-    copy: bool = False,
-) -> list[Any]:
-    """Rows for a batch of records; records sharing a stage layout are computed in columns.
-
-    With ``copy`` the rows are COPY text lines, so the writer thread (which gets only a share of
-    the GIL next to the pipeline's threads) has nothing left to do per row but send them.
-    """
-    rows: list[Any] = []
-    groups: dict[tuple[tuple[str, ...], int], list[Any]] = {}
-    for record in records:
-        stamps = record.stamps
-        if stamps is None or record.status != "ok":
-            row = item_row(run_id, record, original_seq(record.seq, seq_map), encoder)
-            rows.append(copy_line(row) if copy else row)
-        else:
-            groups.setdefault((record.stage_names, len(stamps)), []).append(record)
-    for (names, width), group in groups.items():
-        group_rows = _group_rows(run_id, names, width, group, seq_map, encoder)
-        if not copy:
-            rows.extend(group_rows)
-        elif encoder.needs_escaping(names):
-            rows.extend(map(copy_line, group_rows))
-        else:  # digits, dots and plain JSON: the format needs no escaping
-            rows.extend(map(_COPY_LINE.__mod__, group_rows))
-    return rows
-
-
-def _group_rows(
-    run_id: int,
-    names: tuple[str, ...],
-    width: int,
-    group: list[Any],
-    seq_map: Sequence[int] | None,
-    encoder: StageEncoder,
-) -> Any:
-    columns = list(zip(*[record.stamps for record in group], strict=True))
-    created = columns[0]
-    values: list[Any] = []
-    for b in range(1, width - 2, 3):
-        enqueued, started, ended = columns[b], columns[b + 1], columns[b + 2]
-        sent = map(sub, columns[b + 3], ended) if b + 3 < width else repeat(0.0, len(group))
-        for column in (
-            map(sub, started, enqueued),
-            map(sub, ended, started),
-            sent,
-            map(sub, started, created),
-            map(sub, ended, created),
-        ):
-            values.append(map(mul, column, repeat(1e6)))
-    stages = map(encoder.template(names).__mod__, zip(*values, strict=True))
-    seqs = [record.seq for record in group]
-    if seq_map is not None:
-        seqs = [original_seq(seq, seq_map) for seq in seqs]
-    subs = [".".join(map(str, r.sub_index)) if r.sub_index else "" for r in group]
-    return zip(
-        repeat(run_id),
-        seqs,
-        subs,
-        repeat("ok"),
-        [record.total_latency for record in group],
-        [record.computation_time for record in group],
-        [record.overhead_time for record in group],
-        stages,
-        repeat(""),
-        repeat(""),
-    )
 
 
 def original_seq(seq: int, seq_map: Sequence[int] | None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -11,6 +12,13 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 from django.utils.text import slugify
+
+from pipeline_app import stamps
+
+
+def storable_text(text: str, limit: int | None = None) -> str:
+    """Error text as every database stores it: PostgreSQL text and JSON cannot hold NUL."""
+    return text[:limit].replace("\x00", "\\0")
 
 
 class ErrorPolicy(models.TextChoices):
@@ -283,17 +291,27 @@ class ItemStatus(models.TextChoices):
 class ItemTiming(models.Model):
     """One processed input item (or fan-out output) of a run, with its per-stage breakdown."""
 
-    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="item_timings")
+    # No database-level constraint: PostgreSQL's per-row foreign key check was half the cost of
+    # bulk-inserting timings. Rows are written only by their run's recorder, after the run row,
+    # and deleted through Django (cascade) or before their runs (prunepipelineruns). The
+    # (run, seq) index serves lookups by run.
+    run = models.ForeignKey(
+        PipelineRun,
+        on_delete=models.CASCADE,
+        related_name="item_timings",
+        db_constraint=False,
+        db_index=False,
+    )
     seq = models.PositiveBigIntegerField()
     sub_index = models.CharField(max_length=50, blank=True, help_text="Fan-out path, e.g. 2.0")
     status = models.CharField(max_length=10, choices=ItemStatus.choices, default=ItemStatus.OK)
     latency = models.FloatField(help_text="End to end, seconds.")
     computation = models.FloatField(default=0.0)
     overhead = models.FloatField(default=0.0)
-    stages = models.JSONField(
-        default=dict,
-        help_text="Per stage, whole microseconds: [queue_wait, computation, transmission, "
-        "start, end] (start and end relative to the item's creation).",
+    stamps = models.BinaryField(
+        default=bytes,
+        help_text="Per-stage clock readings (see pipeline_app.stamps): enqueue, start and end "
+        "of each stage the item reached.",
     )
     error = models.TextField(blank=True)
     error_stage = models.CharField(max_length=100, blank=True)
@@ -320,10 +338,7 @@ class ItemTiming(models.Model):
     def __str__(self) -> str:
         return f"item {self.seq}{'.' + self.sub_index if self.sub_index else ''} of #{self.run_id}"
 
-    def stage_seconds(self) -> dict[str, list[float]]:
-        return stages_in_seconds(self.stages)
-
-
-def stages_in_seconds(stages: dict[str, list[int]] | None) -> dict[str, list[float]]:
-    """``ItemTiming.stages`` (microseconds) in seconds."""
-    return {name: [value / 1e6 for value in values] for name, values in (stages or {}).items()}
+    def stage_seconds(self, names: Sequence[str]) -> dict[str, list[float]]:
+        """``{stage: [queue_wait, computation, transmission, start, end]}`` in seconds;
+        ``names`` are the run's stage names in order (``queries.stage_names``)."""
+        return stamps.stage_seconds(self.stamps, names)

@@ -4,13 +4,14 @@ by the run's attempt (a superseded attempt writes nothing)."""
 from __future__ import annotations
 
 import logging
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from pipeline_app.models import PipelineRun, RunStatus, StageStat
+from pipeline_app.models import PipelineRun, RunStatus, StageStat, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ def error_dict(error: Any) -> dict[str, Any]:
         "seq": error.seq,
         "stage": error.stage,
         "type": error.exc_type,
-        "message": error.message,
-        "traceback": error.traceback,
+        "message": storable_text(error.message),
+        "traceback": storable_text(error.traceback),
     }
 
 
@@ -49,21 +50,31 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
         "summary": summary or None,
         "result": outcome.result,
         "errors": summary.pop("errors", []) if summary else [],
-        "error_message": outcome.error_message[:10_000],
-        "traceback": outcome.traceback,
+        "error_message": storable_text(outcome.error_message, 10_000),
+        "traceback": storable_text(outcome.traceback),
         "p50_latency": summary.get("p50_total_latency"),
         "p95_latency": summary.get("p95_total_latency"),
         "throughput": summary.get("throughput"),
         "eta_seconds": None,
         "lease_expires_at": None,
     }
-    with transaction.atomic():
-        updated = PipelineRun.objects.filter(
-            pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING
-        ).update(**fields)
-        if updated and summary:
-            StageStat.objects.filter(run=run).delete()
-            StageStat.objects.bulk_create(stage_stats(run, summary))
+    ours = PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING)
+    try:
+        with transaction.atomic():
+            updated = ours.update(**fields)
+            if updated and summary:
+                StageStat.objects.filter(run=run).delete()
+                StageStat.objects.bulk_create(stage_stats(run, summary))
+    except Exception as exc:  # e.g. a sink result the database cannot store: still end the run
+        logger.exception("Run %s: its results could not be stored", run.pk)
+        updated = ours.update(
+            status=RunStatus.FAILED,
+            finished_at=now,
+            error_message=storable_text(f"The run's results could not be stored: {exc!r}", 10_000),
+            traceback=storable_text(traceback.format_exc()),
+            eta_seconds=None,
+            lease_expires_at=None,
+        )
     if not updated:
         logger.warning(
             "Run %s: final status of attempt %s not written (superseded)", run.pk, run.attempt
@@ -74,7 +85,7 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
 
 def requeue(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING).update(
-        **PipelineRun.REQUEUE_FIELDS, error_message=outcome.error_message
+        **PipelineRun.REQUEUE_FIELDS, error_message=storable_text(outcome.error_message, 10_000)
     )
     run.refresh_from_db()
     return run

@@ -64,7 +64,7 @@ def _waterfall(run: PipelineRun, names: list[str]) -> SafeString | None:
 
     def row(item: ItemTiming, prefix: str) -> charts.WaterfallRow:
         label = f"{prefix} #{item.seq}{'.' + item.sub_index if item.sub_index else ''}"
-        return charts.WaterfallRow(label, item.stage_seconds(), item.latency, item.status)
+        return charts.WaterfallRow(label, item.stage_seconds(names), item.latency, item.status)
 
     rows = [row(i, "first") for i in first] + [row(i, "slow") for i in slowest]
     return charts.waterfall_chart(rows, names)

@@ -169,6 +169,9 @@ def item_page(
     rows = list(items.order_by(*ITEM_SORTS[sort])[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
+    names = stage_names(run)
+    for row in rows:
+        row.stage_times = row.stage_seconds(names)  # type: ignore[attr-defined]
     next_cursor = None
     if more and rows:
         last = rows[-1]
@@ -193,7 +196,7 @@ def _item_cursor(value: str | None) -> tuple[float, int] | None:
 def waterfall_items(run: PipelineRun) -> tuple[list[ItemTiming], list[ItemTiming]]:
     """The first items (input order) and the slowest ones, each an index range scan."""
     items = ItemTiming.objects.filter(run=run).only(
-        "seq", "sub_index", "status", "latency", "stages"
+        "seq", "sub_index", "status", "latency", "stamps"
     )
     first = list(items.order_by("seq", "pk")[:WATERFALL_ITEMS])
     seen = {item.pk for item in first}

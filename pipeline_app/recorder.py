@@ -21,14 +21,7 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from pipeline_app import conf
-from pipeline_app.itemrows import (
-    StageEncoder,
-    copy_line,
-    encode_rows,
-    insert_item_rows,
-    item_row,
-    original_seq,
-)
+from pipeline_app.itemrows import copy_row, encode_rows, insert_item_rows, item_row, original_seq
 from pipeline_app.models import ItemStatus, PipelineRun
 
 logger = logging.getLogger(__name__)
@@ -88,8 +81,7 @@ class RunRecorder:
         self.cancel_requested = threading.Event()
         self.fenced_out = threading.Event()
         self._pending: list[Any] = []
-        self._encoder = StageEncoder()
-        self._copy = connection.vendor == "postgresql"  # rows as COPY lines, see itemrows
+        self._copy = connection.vendor == "postgresql"  # rows as binary COPY, see itemrows
         self._progress: dict[str, Any] | None = None
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -112,9 +104,7 @@ class RunRecorder:
                     admitted.append(record)
                 else:
                     retention.consider_slowest(record.total_latency, partial(self._row, record))
-        self._pending.extend(
-            encode_rows(self.run_id, admitted, self.seq_map, self._encoder, copy=self._copy)
-        )
+        self._pending.extend(encode_rows(self.run_id, admitted, self.seq_map, copy=self._copy))
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -168,8 +158,8 @@ class RunRecorder:
 
     def _row(self, record: Any) -> Any:
         seq = original_seq(record.seq, self.seq_map)
-        row = item_row(self.run_id, record, seq, self._encoder)
-        return copy_line(row) if self._copy else row
+        row = item_row(self.run_id, record, seq)
+        return copy_row(row) if self._copy else row
 
     def _write_progress(self, snapshot: dict[str, Any]) -> None:
         """Save the snapshot and renew the lease; one query while the run goes on normally.

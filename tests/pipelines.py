@@ -116,5 +116,18 @@ def append_log_sink(context: SinkContext, path: str) -> AppendLogSink:
 @registry.stage("test-awkward-error")
 def awkward_error(x: int) -> int:
     if x == 3:
-        raise ValueError("tab\there\nnew line \\ backslash")
+        raise ValueError("tab\there\nnew line \\ backslash, NUL \x00, ünïcode ✓")
     return x
+
+
+class UnstorableResultSink:
+    def write(self, output: Any) -> None:
+        pass
+
+    def close(self) -> dict[str, Any]:
+        return {"not JSON": object()}
+
+
+@registry.sink("test-unstorable-result")
+def unstorable_result_sink(context: SinkContext) -> UnstorableResultSink:
+    return UnstorableResultSink()

@@ -88,9 +88,9 @@ def test_durations_read_in_a_sensible_unit() -> None:
     assert charts.fmt_seconds(None) == "\u2013"
 
 
-def test_slowest_stage_reads_microseconds() -> None:
+def test_slowest_stage_adds_queue_wait_computation_and_sending() -> None:
     from pipeline_app.templatetags.pipeline_app_tags import slowest_stage
 
-    assert slowest_stage({"a": [100, 200, 0, 0, 300], "b": [1000, 2000, 0, 0, 3000]}) == (
-        "b (3 ms)"
-    )
+    stages = {"a": [1e-4, 2e-4, 3e-3, 0, 3e-4], "b": [1e-3, 2e-3, 0, 0, 3e-3]}
+    assert slowest_stage(stages) == "a (3.3 ms)"
+    assert slowest_stage({}) == ""

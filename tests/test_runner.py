@@ -35,7 +35,9 @@ def test_successful_run_records_outputs_summary_stage_stats_and_item_timings() -
     assert timings.count() == 40
     assert timings.filter(status=ItemStatus.FILTERED).count() == 20
     first = timings.get(seq=0)
-    assert set(first.stages) == {"test-inc", "test-drop-odd"}
+    seconds = first.stage_seconds(["test-inc", "test-drop-odd"])
+    assert list(seconds) == ["test-inc", "test-drop-odd"]
+    assert all(value >= 0 for values in seconds.values() for value in values)
     assert first.latency > 0
 
 
@@ -174,10 +176,20 @@ def test_stale_attempt_cannot_overwrite_a_newer_one() -> None:
     assert result.summary is None
 
 
-def test_error_text_with_tabs_newlines_and_backslashes_is_stored_intact() -> None:
+def test_error_text_with_awkward_characters_is_stored() -> None:
     definition = make_definition(stages=["test-awkward-error"], source_params={"count": 6})
     run = runner.execute(claimed_run(definition))
     failed = ItemTiming.objects.get(run=run, status=ItemStatus.ERROR)
     assert failed.seq == 3
-    assert "tab\there\nnew line \\ backslash" in failed.error
-    assert set(failed.stages) == {"test-awkward-error"}
+    assert "tab\there\nnew line \\ backslash, NUL \\0, ünïcode ✓" in failed.error
+    assert failed.error_stage == "test-awkward-error"
+    assert list(failed.stage_seconds(["test-awkward-error"])) == ["test-awkward-error"]
+
+
+def test_results_the_database_cannot_store_still_end_the_run_as_failed() -> None:
+    definition = make_definition(sink="test-unstorable-result", source_params={"count": 5})
+    run = runner.execute(claimed_run(definition))
+    assert run.status == RunStatus.FAILED
+    assert "could not be stored" in run.error_message
+    assert "TypeError" in run.traceback
+    assert run.finished_at is not None and run.lease_expires_at is None

@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from pipeline_app import stamps
 from pipeline_app.models import (
     ItemStatus,
     ItemTiming,
@@ -24,6 +25,11 @@ from pipeline_app.models import (
     Trigger,
 )
 from tests.factories import make_definition
+
+# test-inc waits 100 µs and runs 200 µs, test-fail-every waits 200 µs and runs 500 µs
+ITEM_STAMPS = stamps.pack(
+    stamps.from_stage_values([(1e-4, 2e-4, 0.0, 1e-4, 3e-4), (2e-4, 5e-4, 0.0, 5e-4, 1e-3)])
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -89,10 +95,7 @@ def make_run(
             status=ItemStatus.ERROR if seq in failed else ItemStatus.OK,
             latency=0.001 * (seq % 17 + 1),
             computation=0.0005,
-            stages={
-                "test-inc": [100, 200, 0, 100, 300],
-                "test-fail-every": [200, 500, 0, 500, 1000],
-            },
+            stamps=ITEM_STAMPS,
             error=f"ValueError: {HOSTILE}" if seq in failed else "",
             error_stage="test-fail-every" if seq in failed else "",
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from django import template
 
@@ -31,12 +30,12 @@ def signed_percent(value: float | None) -> str:
 
 
 @register.filter
-def slowest_stage(stages: dict[str, Any] | None) -> str:
+def slowest_stage(stages: dict[str, list[float]] | None) -> str:
     """The stage where an item spent the longest (queue wait + computation + send).
 
-    ``stages`` is ``ItemTiming.stages``: whole microseconds per stage.
+    ``stages`` is ``ItemTiming.stage_seconds()``: seconds per stage.
     """
     if not stages:
         return ""
-    name, values = max(stages.items(), key=lambda kv: sum(kv[1][:3]) if kv[1] else 0.0)
-    return f"{name} ({fmt_seconds(sum(values[:3]) / 1e6)})" if values else name
+    name, values = max(stages.items(), key=lambda kv: sum(kv[1][:3]))
+    return f"{name} ({fmt_seconds(sum(values[:3]))})"
