@@ -17,7 +17,7 @@ from .analysis import (
     log_pipeline_performance_analysis,
 )
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
-from .item import DetailedTiming, ItemRecord, PipelineItem
+from .item import DetailedTiming, ItemRecord, PipelineItem, StampBatch
 from .pipeline import AsyncTaskPipeline
 from .stage import PipelineStage
 
@@ -37,6 +37,7 @@ __all__ = [
     "RemoteStageError",
     "StageError",
     "StageStatistics",
+    "StampBatch",
     "TimingBreakdown",
     "log_pipeline_performance_analysis",
 ]

@@ -10,26 +10,41 @@ half the capacity), so there is no thread hop per item and no polling.
 consumer is attached (an output iteration is running); otherwise it spills. See ``pipeline.py``.
 
 ``abort()`` wakes every waiter; blocked calls then raise :class:`PipelineStopped`.
+
+Timing on: a channel reads the clock once per insert, under its lock, at the moment the items
+become visible to the consumers, and keeps that enqueue stamp per queued item in a list parallel
+to the queue (filled and taken with C-level list operations, no per-envelope writes);
+:meth:`Channel.get_batch` hands a batch's stamps out with it. An item the event loop puts at once
+(:meth:`Channel.try_put` with ``enqueued_at``) is stamped with its creation stamp, read just before
+the put, saving a second clock read; a channel's stamps never decrease along its queue (a given
+stamp not later than the channel's latest clock reading -- another thread put meanwhile -- is
+replaced by a fresh reading). The output buffer returns its stamps to the putting stage and
+writes ``q`` only on envelopes that carry a per-item record (``stamp_each``), where the record
+builder reads it; no other envelope has ``q`` set.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
+from itertools import repeat
 
 from .errors import PipelineStopped
 from .item import EOS, FAIL, VALUE, Envelope
 from .stage_timing import Stamps
 
 _SAFETY_WAIT = 0.5  # condition waits are woken explicitly; the timeout is only a safety net
+_COMPACT_AT = 1024  # taken enqueue stamps dropped from the front of the list in slices this big
 _clock = time.perf_counter
 
 
 _NO_STAMPS: Stamps = ()
+_NO_ENQUEUED: list[float] = []  # what get_batch returns for the stamps with timing off
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -64,6 +79,11 @@ class Channel:
         self._threshold = max(1, self.capacity // 2)
         self._timing = timing
         self._dq: deque[Envelope] = deque()
+        # timing on: the enqueue stamp of every queued item, from index _head on (taken ones are
+        # dropped from the front in slices, see get_batch); _last: the latest clock reading
+        self._enqueued: list[float] = []
+        self._head = 0
+        self._last = -math.inf
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -78,8 +98,11 @@ class Channel:
         return len(self._dq)
 
     # ----------------------------------------------------------------------------- consumer side
-    def get_batch(self, max_n: int, share: int = 1) -> tuple[int, list[Envelope]]:
-        """Block until something is queued; take up to ``max_n`` (and about 1/``share`` of it)."""
+    def get_batch(self, max_n: int, share: int = 1) -> tuple[int, list[Envelope], list[float]]:
+        """Block until something is queued; take up to ``max_n`` (and about 1/``share`` of it).
+
+        Returns the position of the first item taken, the items and, with timing, their enqueue
+        stamps (``[]`` otherwise)."""
         with self._lock:
             dq = self._dq
             while not dq:
@@ -100,6 +123,7 @@ class Channel:
             else:
                 pop = dq.popleft
                 batch = [pop() for _ in range(take)]
+            enqueued = self._take_stamps(take, take == n) if self._timing else _NO_ENQUEUED
             start = self.taken
             self.taken = start + take
             if self._putters or self._async_putters:
@@ -112,16 +136,34 @@ class Channel:
                         _wake_all(futs)
             elif self._getters and dq:
                 self._not_empty.notify()
-            return start, batch
+            return start, batch, enqueued
+
+    def _take_stamps(self, take: int, everything: bool) -> list[float]:
+        # caller holds the lock: the enqueue stamps of the ``take`` items just taken
+        head = self._head
+        if everything:
+            stamps = self._enqueued
+            self._enqueued = []
+            self._head = 0
+            return stamps[head:] if head else stamps
+        end = head + take
+        stamps = self._enqueued[head:end]
+        if end >= _COMPACT_AT and 2 * end >= len(self._enqueued):  # amortised O(1) per item
+            del self._enqueued[:end]
+            end = 0
+        self._head = end
+        return stamps
 
     # ----------------------------------------------------------------------------- producer side
     def _insert(self, chunk: list[Envelope]) -> float:
-        # caller holds the lock; with timing, stamps every envelope's enqueue time and returns it
+        # caller holds the lock; with timing, returns the chunk's enqueue stamp
         now = 0.0
         if self._timing:
-            now = time.perf_counter()
-            for e in chunk:
-                e.q = now
+            now = self._last = _clock()
+            if len(chunk) == 1:
+                self._enqueued.append(now)
+            else:
+                self._enqueued.extend(repeat(now, len(chunk)))
         self._dq.extend(chunk)
         if self._getters:
             if len(chunk) == 1:
@@ -156,8 +198,12 @@ class Channel:
                 i = j
         return stamps
 
-    def try_put(self, env: Envelope) -> bool:
-        """Non-blocking put; False when full. Raises Stopped when aborted."""
+    def try_put(self, env: Envelope, enqueued_at: float = -math.inf) -> bool:
+        """Non-blocking put; False when full. Raises Stopped when aborted.
+
+        With timing, ``enqueued_at`` (a stamp read just before the call) is used as the enqueue
+        stamp instead of reading the clock again, unless it is not later than the latest stamp
+        read here (the default: always read the clock)."""
         with self._lock:
             if self.aborted:
                 raise Stopped(1)
@@ -165,7 +211,10 @@ class Channel:
             if self.capacity and len(dq) >= self.capacity:
                 return False
             if self._timing:
-                env.q = _clock()
+                if enqueued_at <= self._last:
+                    # another thread put meanwhile: keep the stamps in order along the queue
+                    enqueued_at = self._last = _clock()
+                self._enqueued.append(enqueued_at)
             dq.append(env)
             if self._getters:
                 self._not_empty.notify()
@@ -213,6 +262,9 @@ class Channel:
             removed = list(self._dq)
             self._dq.clear()
             self._dq.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
+            if self._timing:  # the markers kept are not timed
+                self._enqueued = [math.nan] * len(self._dq)
+                self._head = 0
             self.cleared += 1
             self._not_full.notify_all()
             futs, self._async_putters = self._async_putters, []
@@ -239,7 +291,11 @@ class OutputBuffer:
     def __len__(self) -> int:
         return len(self._dq)
 
-    def put_many(self, envs: list[Envelope]) -> Stamps:
+    def put_many(self, envs: list[Envelope], stamp_each: bool = True) -> Stamps:
+        """Blocking put (while a consumer is attached and it is full); raises Stopped on abort.
+
+        With timing, returns ``(end index, enqueue stamp)`` per inserted chunk and, if
+        ``stamp_each``, also writes the stamp on each envelope (``q``, for per-item records)."""
         n = len(envs)
         i = 0
         cap = self.capacity
@@ -265,9 +321,10 @@ class OutputBuffer:
                 j = min(n, i + free)
                 chunk = envs if (i == 0 and j == n) else envs[i:j]
                 if timing:
-                    now = time.perf_counter()
-                    for e in chunk:
-                        e.q = now
+                    now = _clock()
+                    if stamp_each:
+                        for e in chunk:
+                            e.q = now
                     stamps.append((j, now))
                 self._dq.extend(chunk)
                 i = j

@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 from .channel import Channel, OutputBuffer, Stopped
 from .errors import ErrorPolicy, ErrorRecord, StageError
-from .item import EOS, Envelope, ItemRecord
+from .item import EOS, Envelope, ItemRecord, StampBatch
 from .stage import PipelineStage
 from .timing import Aggregator
 
@@ -39,6 +39,7 @@ class PipelineCore(Generic[T, U]):
     return_exceptions: bool
     on_item_timing: Callable[[ItemRecord], None] | None
     on_item_timings: Callable[[list[ItemRecord]], None] | None
+    on_item_stamps: Callable[[StampBatch], None] | None
     max_item_records: int
     max_error_records: int
     stop_timeout: float
@@ -74,7 +75,11 @@ class PipelineCore(Generic[T, U]):
         self._record_until = self._record_horizon(0)
 
     def _record_horizon(self, next_seq: int) -> int:
-        if self.on_item_timing is not None or self.on_item_timings is not None:
+        if (
+            self.on_item_timing is not None
+            or self.on_item_timings is not None
+            or self.on_item_stamps is not None
+        ):
             return sys.maxsize
         return next_seq + self.max_item_records
 

@@ -4,15 +4,16 @@ The envelope (:class:`Envelope`) is what travels through the channels. It is a s
 is mutated in place by map stages (no allocation per stage), and it carries timing stamps only when
 timing is on (``t is None`` otherwise, so timing off costs no dict or list per item).
 
-With timing on every envelope carries its creation stamp ``c`` and the enqueue stamp ``q`` of its
-current hop (stamped by the channel under its lock at the moment the item becomes visible to the
-stage, so it can never be later than the processing start). Stage statistics are built in the
-stage threads from those (see ``stage_timing.py``); only items whose per-item record is wanted
-(see ``feeding.py``) also carry ``t``, a flat list of ``time.perf_counter()`` values::
+With timing on every envelope carries its creation stamp ``c``; enqueue stamps are kept by the
+channels, one per queued item next to the queue, and handed to the stage with the batch it takes
+(see ``channel.py``), and stage statistics are built in the stage threads from those (see
+``stage_timing.py``). Only items whose per-item record is wanted (see ``feeding.py``) also carry
+``t``, a flat list of ``time.perf_counter()`` values::
 
     [created_at, enq_0, start_0, end_0, enq_1, start_1, end_1, ..., enq_out]
 
-appended by each stage (``enq_i`` from ``q``) and, for ``enq_out``, by the consumer.
+appended by each stage and, for ``enq_out`` (the output buffer's stamp, written to ``q`` of the
+envelopes that carry ``t``), by the consumer.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Envelope:
 
     __slots__ = ("c", "data", "info", "kind", "q", "seq", "sub", "t")
 
-    # Timing on only (not set otherwise): ``c`` the creation stamp, ``q`` the enqueue stamp of
-    # the hop the envelope is in (set by the channel that holds it).
+    # Timing on only (not set otherwise): ``c`` the creation stamp; ``q`` the output buffer's
+    # enqueue stamp, set only on envelopes that carry per-item stamps ``t``.
     c: float
     q: float
 
@@ -70,8 +71,8 @@ class ItemRecord:
 
     ``stages[name]`` holds ``queue_wait``, ``computation``, ``transmission`` (seconds) and ``start``
     / ``end`` (processing start/end relative to ``created_at``). ``finished_at`` is a
-    ``perf_counter`` value: delivery to the consumer for ``ok`` items (and returned errors), the end
-    of the failing/filtering stage otherwise.
+    ``perf_counter`` value: delivery to the consumer (when it took the output batch holding the
+    item) for ``ok`` items and returned errors, the end of the failing/filtering stage otherwise.
 
     The engine builds records cheaply: it keeps the item's raw stamps and computes the per-stage
     values only when asked. :meth:`stage_values` returns them as tuples in stage order (no dict);
@@ -202,6 +203,68 @@ class ItemRecord:
             f"overhead_time={self.overhead_time!r}, stages={self.stages!r}, "
             f"error={self.error!r}, error_stage={self.error_stage!r})"
         )
+
+
+class StampBatch:
+    """One output batch's per-item timings in raw form, for ``on_item_stamps``.
+
+    The cheapest form for persisting every item: no record object per item. Delivered outputs
+    are columns -- ``seqs``, ``sub_indexes``, ``stamps`` (each item's raw ``perf_counter``
+    stamps ``[created, enqueue_0, start_0, end_0, ..., enqueue_out]``, as in
+    :attr:`ItemRecord.stamps`) and ``delivered`` (when the consumer took the output batch holding
+    it) -- and the rest (filtered and failed items, returned exceptions) are ordinary
+    :class:`ItemRecord` objects in ``others``. The lists belong to the callback; :meth:`records`
+    builds the records of all of them, in output order for each kind.
+    """
+
+    __slots__ = ("delivered", "others", "seqs", "stage_names", "stamps", "sub_indexes")
+
+    def __init__(
+        self,
+        stage_names: tuple[str, ...],
+        seqs: list[int],
+        sub_indexes: list[tuple[int, ...]],
+        stamps: list[list[float]],
+        delivered: list[float],
+        others: list[ItemRecord],
+    ) -> None:
+        self.stage_names = stage_names
+        self.seqs = seqs
+        self.sub_indexes = sub_indexes
+        self.stamps = stamps
+        self.delivered = delivered
+        self.others = others
+
+    def __len__(self) -> int:
+        return len(self.seqs) + len(self.others)
+
+    def records(self) -> list[ItemRecord]:
+        """Every item of the batch as an :class:`ItemRecord` (delivered ones first)."""
+        names = self.stage_names
+        out: list[ItemRecord] = []
+        for seq, sub_index, t, delivered in zip(
+            self.seqs, self.sub_indexes, self.stamps, self.delivered, strict=True
+        ):
+            computation = 0.0
+            for b in range(2, len(t) - 2, 3):
+                computation += t[b + 1] - t[b]
+            total = delivered - t[0]
+            overhead = total - computation
+            out.append(
+                ItemRecord(
+                    seq,
+                    sub_index,
+                    "ok",
+                    t[0],
+                    delivered,
+                    total,
+                    computation,
+                    overhead if overhead > 0.0 else 0.0,
+                    stamps=t,
+                    stage_names=names,
+                )
+            )
+        return out + self.others
 
 
 # --------------------------------------------------------------------------------------------

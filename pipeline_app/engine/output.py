@@ -3,8 +3,13 @@
 :meth:`OutputIteration.generate_output_stream` takes everything buffered in one batch, yields the
 values in order, ends at an end-of-stream marker (leaving what follows it for the next
 iteration), raises the fail-fast :class:`~.errors.StageError` when it reaches a fail marker, and
-hands each batch's timed envelopes to the :class:`~.timing.Aggregator` (end-to-end latency and
-records) right after the consumer took them.
+hands the part of each batch the consumer took to the :class:`~.timing.Aggregator` (end-to-end
+latency and records).
+
+Timing on: an output is delivered when the consumer takes the batch it is in from the output
+buffer (the clock is read once per batch, right before its first output is yielded), so the
+end-to-end latency runs from the item's creation to that moment; the time the consumer then
+spends on the outputs before it in the batch is the consumer's, not the pipeline's.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 
 from .core import T, U
-from .item import ERROR, FAIL, HOLE, SENTINEL, VALUE, Envelope
+from .item import ERROR, FAIL, HOLE, SENTINEL, VALUE
 from .shutdown import Shutdown
 
 
@@ -27,8 +32,6 @@ class OutputIteration(Shutdown[T, U]):
             raise RuntimeError("Pipeline is not running")
         agg = self._agg
         pc = time.perf_counter
-        tenv: list[Envelope] = []
-        tdel: list[float] = []
         out.attach()
         try:
             while not self._halted:
@@ -38,50 +41,51 @@ class OutputIteration(Shutdown[T, U]):
                     batch = await out.get_batch()
                     if not batch:
                         break
+                taken = pc() if agg is not None else 0.0
                 n = len(batch)
-                for idx in range(n):
-                    env = batch[idx]
-                    k = env.kind
-                    if k in (VALUE, ERROR):
-                        if self.halted:
+                end = n  # how much of the batch the consumer took
+                others = 0  # envelopes among those that are not delivered outputs
+                try:
+                    for idx in range(n):
+                        env = batch[idx]
+                        k = env.kind
+                        if k in (VALUE, ERROR):
+                            if self.halted:
+                                end = idx
+                                break
+                            self._delivered += 1
+                            yield env.data
+                        elif k == SENTINEL:
+                            if self.halted:
+                                end = idx
+                                break
+                            others += 1
+                            yield env.data
+                        elif k == HOLE:  # a filtered/failed item carrying its record
+                            others += 1
+                        elif k == FAIL:  # fail fast, in input order: everything before came out
+                            end = idx + 1
+                            others += 1
+                            with self._lock:
+                                if self._fatal is None:
+                                    self._fatal = env.data
+                            self._abort_all()
                             break
-                        self._delivered += 1
-                        if agg is not None:
-                            tenv.append(env)
-                            tdel.append(pc())
-                        yield env.data
-                    elif k == SENTINEL:
-                        if self.halted:
-                            break
-                        yield env.data
-                    elif k == HOLE:
-                        if agg is not None:
-                            tenv.append(env)
-                            tdel.append(0.0)
-                    elif k == FAIL:  # fail fast, in input order: everything before came out
-                        if agg is not None and env.info is not None:
-                            tenv.append(env)
-                            tdel.append(0.0)
-                        with self._lock:
-                            if self._fatal is None:
-                                self._fatal = env.data
-                        self._abort_all()
-                        break
-                    else:  # EOS
-                        if idx + 1 < n:
-                            self._leftover = batch[idx + 1 :] + self._leftover
-                        self._t_last_out = pc()
-                        return
+                        else:  # EOS
+                            end = idx
+                            if idx + 1 < n:
+                                self._leftover = batch[idx + 1 :] + self._leftover
+                            self._t_last_out = pc()
+                            return
+                except BaseException:
+                    end = idx + 1  # thrown in at a yield: that output was taken
+                    raise
+                finally:
+                    if agg is not None:
+                        agg.process(batch[:end], taken, others)
                 self._t_last_out = pc()
-                if tenv:
-                    assert agg is not None
-                    agg.process(tenv, tdel)
-                    tenv = []
-                    tdel = []
         finally:
             out.detach()
-            if tenv and agg is not None:
-                agg.process(tenv, tdel)
         fatal = self._fatal
         if fatal is not None:
             await self.stop()

@@ -78,7 +78,9 @@ Per-item :class:`ItemRecord` objects go to ``on_item_timing`` -- called on the e
 thread, in output order, once per output (each fan-out child) and once per filtered or failed
 item, right after the consumer took the batch (keep it cheap) -- and/or to ``on_item_timings``
 (the same records, one list per output batch: one call instead of one per item), and the first
-``max_item_records`` stay in memory for :meth:`get_report`. Only items whose record is wanted
+``max_item_records`` stay in memory for :meth:`get_report`. ``on_item_stamps`` is the cheapest
+form, for persisting every item: one :class:`~.item.StampBatch` per output batch, with the
+delivered items' raw stamps in columns and no object per item. Only items whose record is wanted
 carry per-item stamps (every item when a callback is set, else the first ``max_item_records``
 fed, again after :meth:`clear`); kept records are built when first read. Records are cheap: they
 keep the item's raw stamps and build the per-stage dicts only when :attr:`ItemRecord.stages` is
@@ -107,7 +109,7 @@ from .channel import Channel, OutputBuffer
 from .core import T, U
 from .errors import ERROR_POLICIES, ErrorPolicy
 from .feeding import InputFeeding
-from .item import ItemRecord
+from .item import ItemRecord, StampBatch
 from .output import OutputIteration
 from .reporting import Reporting
 from .stage import PipelineStage
@@ -130,6 +132,7 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
         error_policy: ErrorPolicy | None = None,
         on_item_timing: Callable[[ItemRecord], None] | None = None,
         on_item_timings: Callable[[list[ItemRecord]], None] | None = None,
+        on_item_stamps: Callable[[StampBatch], None] | None = None,
         max_item_records: int = 10_000,
         max_error_records: int = 1000,
         stop_timeout: float = 0.5,
@@ -146,6 +149,7 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
         self.return_exceptions = error_policy == "return"
         self.on_item_timing = on_item_timing
         self.on_item_timings = on_item_timings
+        self.on_item_stamps = on_item_stamps
         self.max_item_records = max_item_records
         self.max_error_records = max_error_records
         self.stop_timeout = stop_timeout
@@ -204,6 +208,7 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
                 self.on_item_timing,
                 self.max_item_records,
                 self.on_item_timings,
+                self.on_item_stamps,
             )
             if timing
             else None

@@ -9,6 +9,7 @@ about ``PROCESS_BATCH_TARGET`` seconds of work in the child (amortising the IPC)
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import pickle
 import time
@@ -130,7 +131,7 @@ class ProcessWorker(StageCore):
         ema = 0.0
         fn = self.process_fn
         while True:
-            pos, batch = ch.get_batch(max_n, share)
+            pos, batch, enqueued = ch.get_batch(max_n, share)
             count = len(batch)  # positions taken (the sequencer needs the whole range)
             limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
             for i, e in enumerate(batch):
@@ -138,9 +139,11 @@ class ProcessWorker(StageCore):
                     self._note_fail(pos + i)
                     limit = min(limit, i)
             if limit < count - 1:
+                limit = max(limit, -1)  # a failure before this batch: no work at all
                 kept: list[Envelope] = []
                 self._discard_rest(batch, limit + 1, kept)
                 batch = batch[: limit + 1] + kept
+                enqueued = enqueued[: limit + 1] + [math.nan] * len(kept)
             values = [e.data for e in batch if e.kind == VALUE]
             results: list[tuple[int, Any, float, float]] | None = None
             failure: BaseException | None = None
@@ -155,6 +158,7 @@ class ProcessWorker(StageCore):
                     failure = exc
             outs: list[Envelope] = []
             cols: Columns | None = ([], [], []) if self._tstats is not None else None
+            records = False
             j = 0
             work = 0.0
             for i, env in enumerate(batch):
@@ -165,21 +169,24 @@ class ProcessWorker(StageCore):
                     continue
                 ws.n_in += 1
                 t = env.t
+                q = enqueued[i] if cols is not None else 0.0
+                if t is not None:
+                    records = True
                 if results is None:
                     now = time.perf_counter()
                     if t is not None:
-                        t.append(env.q)
+                        t.append(q)
                         t.append(now)
                     k0 = len(outs)
                     self._error(env, ws, failure, None, now, outs, pos + i)
                     if cols is not None:
-                        self._settle(env, outs, k0, cols, now, now)
+                        self._settle(env, outs, k0, cols, q, now, now)
                     continue
                 status, payload, t0, t1 = results[j]
                 j += 1
                 work += t1 - t0
                 if t is not None:
-                    t.append(env.q)
+                    t.append(q)
                     t.append(t0)
                 k0 = len(outs)
                 if status == 0:
@@ -188,7 +195,7 @@ class ProcessWorker(StageCore):
                         t.append(t1)
                     outs.append(env)
                     if cols is not None:
-                        cols[0].append(env.q)
+                        cols[0].append(q)
                         cols[1].append(t0)
                         cols[2].append(t1)
                     ws.n_out += 1
@@ -199,7 +206,7 @@ class ProcessWorker(StageCore):
                 else:
                     kids = payload if status == 2 else payload[0]
                     for k, (v, ty) in enumerate(kids):
-                        outs.append(fan_out_child(env, v, k, cols, t0, ty))
+                        outs.append(fan_out_child(env, v, k, cols, t0, ty, q))
                     ws.n_out += len(kids)
                     k0 = len(outs)
                     if status == 4:
@@ -209,9 +216,9 @@ class ProcessWorker(StageCore):
                     else:
                         continue
                 if status != 0 and cols is not None:
-                    self._settle(env, outs, k0, cols, t0, t1)
+                    self._settle(env, outs, k0, cols, q, t0, t1)
             ws.busy += work
-            self._forward(pos, count, outs, cols)
+            self._forward(pos, count, outs, cols, records)
             if values and work > 0:
                 ema, max_n = adapt_batch(ema, work / len(values), PROCESS_BATCH_TARGET)
             elif values:

@@ -16,11 +16,11 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
-from .channel import Channel
+from .channel import Channel, OutputBuffer
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
 from .item import EOS, ERROR, FAIL, HOLE, VALUE, Envelope
 from .reorder import Sequencer, Sink
-from .stage_timing import Columns, StageStats
+from .stage_timing import Columns, StageStats, Timing, as_columns
 
 FLUSH_INTERVAL = 0.0005  # seconds of work after which pending outputs are forwarded
 MAX_BATCH = 256
@@ -35,13 +35,20 @@ def adapt_batch(ema: float, per_item: float, target: float) -> tuple[float, int]
 
 
 def fan_out_child(
-    env: Envelope, value: Any, index: int, cols: Columns | None, start: float, yielded: float
+    env: Envelope,
+    value: Any,
+    index: int,
+    cols: Columns | None,
+    start: float,
+    yielded: float,
+    enqueued: float = math.nan,
 ) -> Envelope:
-    """The ``index``-th child of a fan-out, with its own timing columns (and stamp copy)."""
+    """The ``index``-th child of a fan-out, with its own timing columns (and stamp copy);
+    ``enqueued`` is the parent's enqueue stamp in this stage."""
     child = Envelope(VALUE, value, env.seq, None, (*env.sub, index))
     if cols is not None:
         child.c = env.c
-        cols[0].append(env.q)
+        cols[0].append(enqueued)
         cols[1].append(start)
         cols[2].append(yielded)
         if env.t is not None:
@@ -224,19 +231,28 @@ class StageCore:
             outs.append(env)
 
     def _forward(
-        self, pos: int, count: int, outs: list[Envelope], cols: Columns | None = None
+        self,
+        pos: int,
+        count: int,
+        outs: list[Envelope],
+        timing: Timing | None = None,
+        records: bool = True,
     ) -> None:
+        """Put ``outs`` downstream (``records``: some of them may carry per-item stamps)."""
         seqr = self._sequencer
         if seqr is not None:
-            seqr.deposit(pos, count, outs, cols)
+            seqr.deposit(pos, count, outs, None if timing is None else as_columns(timing))
         elif outs:
             sink = self._sink
             assert sink is not None
-            stamps = sink.put_many(outs)
-            if cols is not None:
+            if isinstance(sink, OutputBuffer):
+                stamps = sink.put_many(outs, records)
+            else:
+                stamps = sink.put_many(outs)
+            if timing is not None:
                 tstats = self._tstats
                 assert tstats is not None
-                tstats.add_forwarded(cols, stamps)
+                tstats.add_forwarded(timing, stamps)
 
     def _settle(
         self,
@@ -244,13 +260,14 @@ class StageCore:
         outs: list[Envelope],
         k0: int,
         cols: Columns,
+        q: float,
         start: float,
         end: float,
     ) -> None:
-        """Timing of an item whose error/filter handling appended ``outs[k0:]``: a returned
-        error is an output like any other (it has a transmission); otherwise the item ends
-        here and what it appended (a marker, a record carrier) is not a timed output."""
-        q = env.q
+        """Timing of an item (enqueued at ``q``) whose error/filter handling appended
+        ``outs[k0:]``: a returned error is an output like any other (it has a transmission);
+        otherwise the item ends here and what it appended (a marker, a record carrier) is not
+        a timed output."""
         if len(outs) > k0 and env.kind == ERROR:
             cols[0].append(q)
             cols[1].append(start)

@@ -11,7 +11,6 @@ work (load balance).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from types import GeneratorType
 from typing import Any
@@ -28,7 +27,7 @@ from .stage_core import (
     adapt_batch,
     fan_out_child,
 )
-from .stage_timing import Columns
+from .stage_timing import Columns, Timing
 
 logger = logging.getLogger("pipeline_app.engine.stage")
 
@@ -59,7 +58,7 @@ class ThreadWorker(StageCore):
         ema = 0.0
         forward = self._forward
         while True:
-            pos, batch = ch.get_batch(max_n, share)
+            pos, batch, _ = ch.get_batch(max_n, share)
             epoch = ch.cleared
             b0 = now = pc()  # ``now``: the last clock reading (one per item on the fast path)
             t_flush = b0
@@ -135,13 +134,15 @@ class ThreadWorker(StageCore):
         pos: int,
         cols: Columns | None = None,
         start: float = 0.0,
+        enqueued: float = 0.0,
     ) -> int:
         pc = time.perf_counter
         timed = cols is not None
         k = 0
         try:
             for v in gen:
-                outs.append(fan_out_child(env, v, k, cols, start, pc() if timed else 0.0))
+                yielded = pc() if timed else 0.0
+                outs.append(fan_out_child(env, v, k, cols, start, yielded, enqueued))
                 k += 1
         except Exception as exc:
             ws.n_out += k
@@ -149,17 +150,25 @@ class ThreadWorker(StageCore):
             end = pc()
             self._error(env, ws, exc, None, end, outs, pos)
             if cols is not None:
-                self._settle(env, outs, k0, cols, start, end)
+                self._settle(env, outs, k0, cols, enqueued, start, end)
             return 0
         if k == 0:
             end = pc()
+            k0 = len(outs)
             self._filtered(env, ws, end, outs)
             if cols is not None:
-                self._settle(env, outs, len(outs), cols, start, end)
+                self._settle(env, outs, k0, cols, enqueued, start, end)
         return k
 
     def _thread_loop_timed(self, ws: WorkerStats) -> None:
-        """``_thread_loop`` with timing: the same work plus the batch's timing columns."""
+        """``_thread_loop`` with timing: the same work plus the outputs' timing columns.
+
+        An item's processing starts when the previous one ended (one clock read per item, as
+        without timing), so for a run of plain outputs (each input mapped to one value) the loop
+        keeps only their end stamps; the run's enqueue and start columns are built with C-level
+        list operations when it is closed (``_close_run``): before anything else is appended
+        (markers, errors, filtered items, fan-outs, which append their own columns) and before
+        a forward."""
         ch = self.input_queue
         assert ch is not None
         fn = self.process_fn
@@ -169,88 +178,125 @@ class ThreadWorker(StageCore):
         ema = 0.0
         forward = self._forward
         settle = self._settle
-        nan = math.nan
+        pad = self._pad
         while True:
-            pos, batch = ch.get_batch(max_n, share)
+            pos, batch, enq = ch.get_batch(max_n, share)
             epoch = ch.cleared
             b0 = now = pc()
             t_flush = b0
             put_time = 0.0
             outs: list[Envelope] = []
-            cols: Columns = ([], [], [])
-            qs, ss, es = cols
+            cols: Columns = ([], [], [])  # the outputs before the current run
+            run_first = 0  # batch index of the current run's first item
+            run_start = b0  # its processing start
+            ends: list[float] = []  # the run's processing ends
+            records = False  # an output may carry per-item stamps
             first = 0
             n_in = n_out = 0
             last = len(batch) - 1
             limit = self._fail_pos - pos
             for i, env in enumerate(batch):
                 if env.kind != VALUE:
+                    _close_run(cols, enq, run_first, run_start, ends)
                     outs.append(env)
-                    qs.append(nan)
-                    ss.append(nan)
-                    es.append(nan)
+                    pad(cols, 1)
                     if env.kind == FAIL:
                         self._note_fail(pos + i)
                         limit = min(limit, i)
+                    run_first, run_start, ends = i + 1, now, []
                 elif ch.cleared != epoch or i > limit:
+                    _close_run(cols, enq, run_first, run_start, ends)
                     k0 = len(outs)
                     self._discard_rest(batch, i, outs)
-                    pad = [nan] * (len(outs) - k0)
-                    qs += pad
-                    ss += pad
-                    es += pad
+                    pad(cols, len(outs) - k0)
+                    run_first, ends = len(batch), []
                     break
                 else:
                     n_in += 1
-                    start = now
                     t = env.t
                     if t is not None:
-                        t.append(env.q)
-                        t.append(start)
+                        t.append(enq[i])
+                        t.append(now)
+                        records = True
                     try:
                         r = fn(env.data)
                     except Exception as exc:
+                        start = ends[-1] if ends else run_start
                         now = pc()
+                        _close_run(cols, enq, run_first, run_start, ends)
                         k0 = len(outs)
                         self._error(env, ws, exc, None, now, outs, pos + i)
-                        settle(env, outs, k0, cols, start, now)
+                        settle(env, outs, k0, cols, enq[i], start, now)
+                        run_first, run_start, ends = i + 1, now, []
                         r = env  # marker: handled
                         limit = self._fail_pos - pos
                     if type(r) is GeneratorType:
-                        n_out += self._fan_out(env, r, ws, outs, pos + i, cols, start)
+                        start = ends[-1] if ends else run_start
+                        _close_run(cols, enq, run_first, run_start, ends)
+                        n_out += self._fan_out(env, r, ws, outs, pos + i, cols, start, enq[i])
                         limit = self._fail_pos - pos
                         now = pc()
+                        run_first, run_start, ends = i + 1, now, []
                     elif r is None:
+                        start = ends[-1] if ends else run_start
                         now = pc()
+                        _close_run(cols, enq, run_first, run_start, ends)
+                        k0 = len(outs)
                         self._filtered(env, ws, now, outs)
-                        settle(env, outs, len(outs), cols, start, now)
+                        settle(env, outs, k0, cols, enq[i], start, now)
+                        run_first, run_start, ends = i + 1, now, []
                     elif r is not env:
                         env.data = r
                         now = pc()
                         if t is not None:
                             t.append(now)
                         outs.append(env)
-                        qs.append(env.q)
-                        ss.append(start)
-                        es.append(now)
+                        ends.append(now)
                         n_out += 1
                 if i != last and now - t_flush > FLUSH_INTERVAL:
                     ws.n_in += n_in
                     ws.n_out += n_out
                     n_in = n_out = 0
-                    forward(pos + first, i + 1 - first, outs, cols)
+                    timing = _timing(cols, enq, run_first, run_start, ends)
+                    forward(pos + first, i + 1 - first, outs, timing, records)
                     outs = []
                     cols = ([], [], [])
-                    qs, ss, es = cols
+                    records = False
                     first = i + 1
                     t_flush = pc()
                     put_time += t_flush - now
                     now = t_flush
+                    run_first, run_start, ends = i + 1, now, []
             ws.n_in += n_in
             ws.n_out += n_out
             b1 = pc()
             work = b1 - b0 - put_time
             ws.busy += work
-            forward(pos + first, len(batch) - first, outs, cols)
+            timing = _timing(cols, enq, run_first, run_start, ends)
+            forward(pos + first, len(batch) - first, outs, timing, records)
             if share > 1:
                 ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
+
+
+def _timing(cols: Columns, enq: list[float], first: int, start: float, ends: list[float]) -> Timing:
+    """The timing of the outputs to forward: ``cols`` then the current run (see _close_run);
+    just the run when nothing else was appended."""
+    if cols[0]:
+        _close_run(cols, enq, first, start, ends)
+        return cols
+    return enq[first : first + len(ends)], start, ends
+
+
+def _close_run(
+    cols: Columns, enq: list[float], first: int, start: float, ends: list[float]
+) -> None:
+    """Append a run of plain outputs to ``cols``: the items from batch index ``first`` on,
+    enqueued at ``enq[first:]``, the first one started at ``start`` and each of the others when
+    the previous one ended (``ends``)."""
+    n = len(ends)
+    if n:
+        qs, ss, es = cols
+        qs += enq[first : first + n]
+        ss.append(start)
+        ss += ends[: n - 1]
+        es += ends

@@ -3,11 +3,12 @@
 Stage statistics (queue wait, computation, transmission, stage latency) are built up by the
 stage threads themselves (:mod:`~.stage_timing`). What is left for the consumer (the event loop
 thread, once per delivered output batch, so no lock and ``on_item_timing`` is always called from
-that one thread) is the end-to-end latency of delivered outputs -- a
+that one thread) is the end-to-end latency of delivered outputs (from creation to when the
+consumer took the output batch holding it; see ``output.py``) -- a
 :class:`~.histogram.Histogram` (count, sum, exact min/max, ~1 % relative-error log buckets for
 percentiles, sampled for large batches) fed with C-level column arithmetic -- and the per-item
 :class:`~.item.ItemRecord` objects, built only for items that carry per-item stamps (every item
-when an ``on_item_timing``/``on_item_timings`` callback is set, else the first
+when an ``on_item_timing``/``on_item_timings``/``on_item_stamps`` callback is set, else the first
 ``max_item_records``; see ``feeding.py``).
 """
 
@@ -15,17 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from operator import attrgetter, sub
 
 from .histogram import Histogram
-from .item import ERROR, Envelope, ItemRecord
+from .item import ERROR, VALUE, Envelope, ItemRecord, StampBatch
 from .stage_timing import SMALL_BATCH, StageStats, StageTiming
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["SMALL_BATCH", "Aggregator", "Histogram", "StageStats", "StageTiming"]
-
-_created = attrgetter("c")
 
 RawRecord = tuple[
     int,
@@ -46,6 +44,7 @@ class Aggregator:
         on_item_timing: Callable[[ItemRecord], None] | None,
         max_item_records: int,
         on_item_timings: Callable[[list[ItemRecord]], None] | None = None,
+        on_item_stamps: Callable[[StampBatch], None] | None = None,
     ) -> None:
         self.stage_names = stage_names
         self._names = tuple(stage_names)
@@ -58,6 +57,7 @@ class Aggregator:
         self.max_records = max_item_records
         self.callback = on_item_timing
         self.batch_callback = on_item_timings
+        self.stamp_callback = on_item_stamps
         self.finished = 0  # items finalised (ok + filtered + error)
         self.delivered = 0
 
@@ -76,29 +76,88 @@ class Aggregator:
             or len(self._kept) + len(self._raw) < self.max_records
         )
 
-    def process(self, envs: list[Envelope], delivered: list[float]) -> None:
-        """Finalise a batch (output order); ``delivered[i]`` is 0.0 for filtered/failed items
-        (those travel only to carry their record)."""
+    def _want_stamps(self) -> bool:
+        return self.stamp_callback is not None
+
+    def process(self, envs: list[Envelope], taken: float, others: int = 0) -> None:
+        """Finalise a batch of envelopes (output order) the consumer took at ``taken``: that is
+        when its outputs were delivered (end-to-end latency: from each one's creation stamp).
+        ``others`` of them are not delivered outputs: filtered/failed items, which travel only
+        to carry their record, and markers."""
         n = len(envs)
         if not n:
             return
-        self.finished += n
-        if 0.0 in delivered:
-            keep = [i for i in range(n) if delivered[i] != 0.0]
-            ds = [delivered[i] for i in keep]
-            cs = [envs[i].c for i in keep]
+        if others:
+            outputs = [e for e in envs if e.kind == VALUE or e.kind == ERROR]
+            # finalised here as well: the filtered/failed items carrying their record
+            self.finished += len(outputs) + sum(
+                1 for e in envs if e.info is not None and e.kind != ERROR
+            )
         else:
-            ds = delivered
-            cs = list(map(_created, envs))
-        if ds:
-            totals = list(map(sub, ds, cs))
-            self.total.record_many(totals)
-            self.delivered += len(ds)
-            self.sum_latency += sum(totals)
-        if self._want_record():
+            outputs = envs
+            self.finished += n
+        m = len(outputs)
+        if m:
+            created = [e.c for e in outputs]
+            total = m * taken - sum(created)
+            step = 1 if m <= Histogram.SAMPLE else -(-m // Histogram.SAMPLE)
+            sample = [taken - c for c in created[::step]]
+            lo = taken - max(created)
+            hi = taken - min(created)
+            self.total.record_summary(m, total, sample, step, lo, hi)
+            self.delivered += m
+            self.sum_latency += total
+        if not (self._want_stamps() or self._want_record()):
+            return
+        # when each was delivered (0.0 if not), for the record builders
+        if others:
+            delivered = [taken if e.kind == VALUE or e.kind == ERROR else 0.0 for e in envs]
+        else:
+            delivered = [taken] * n
+        if self._want_stamps():
+            self._stamps(envs, delivered)
+        elif self._want_record():
             self._records(envs, delivered)
 
-    def _records(self, envs: list[Envelope], delivered: list[float]) -> None:
+    def _stamps(self, envs: list[Envelope], delivered: list[float]) -> None:
+        """``on_item_stamps``: delivered items in columns, no object per item (and the records
+        the other callbacks or the report want, from the same stamps)."""
+        seqs: list[int] = []
+        subs: list[tuple[int, ...]] = []
+        stamps: list[list[float]] = []
+        times: list[float] = []
+        others: list[RawRecord] = []
+        for i, env in enumerate(envs):
+            t = env.t
+            info = env.info
+            if info is None:
+                if t is None:
+                    continue
+                t.append(env.q)  # enq_out: when it entered the output buffer
+                seqs.append(env.seq)
+                subs.append(env.sub)
+                stamps.append(t)
+                times.append(delivered[i])
+            else:
+                others.append((env.seq, env.sub, t, delivered[i], info, env.kind))
+        if not seqs and not others:
+            return
+        batch = StampBatch(self._names, seqs, subs, stamps, times, self._build(others))
+        callback = self.stamp_callback
+        assert callback is not None
+        try:
+            callback(batch)
+        except Exception:
+            logger.exception("on_item_stamps callback failed; it is disabled")
+            self.stamp_callback = None
+        if self._want_record():
+            # record callbacks as well, or the report's first records: built from the same
+            # stamps, in output order
+            self._records(envs, delivered, stamped=True)
+
+    def _records(
+        self, envs: list[Envelope], delivered: list[float], *, stamped: bool = False
+    ) -> None:
         raw: list[RawRecord] = []
         append = raw.append
         for i, env in enumerate(envs):
@@ -107,7 +166,8 @@ class Aggregator:
             if info is None:
                 if t is None:  # no per-item stamps: no record
                     continue
-                t.append(env.q)  # enq_out: when it entered the output buffer
+                if not stamped:
+                    t.append(env.q)  # enq_out: when it entered the output buffer
             append((env.seq, env.sub, t, delivered[i], info, env.kind))
         if not raw:
             return
