@@ -30,7 +30,8 @@ STAGES = 3
 
 def child_setup(database_url: str, *, keep_every_row: bool) -> None:
     sys.path.insert(0, str(REPO))
-    config = {"ITEM_TIMING_LIMIT": 10_000_000} if keep_every_row else {}
+    config: dict[str, Any] = {"ITEM_TIMING_LIMIT": 10_000_000} if keep_every_row else {}
+    config.update(json.loads(os.environ.get("BENCH_CONFIG", "{}")))
     os.environ.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
         DATABASE_URL=database_url,
@@ -68,20 +69,29 @@ async def bare_run(items: int) -> float:
 
 
 INSERT_SECONDS = [0.0]
+TAIL_SECONDS = [0.0]
 
 
 def time_inserts() -> None:
-    """Count the time the recorder spends inside its bulk inserts (the writer's own speed)."""
+    """Count the time the recorder spends inside its bulk inserts (the writer's own speed), and
+    the time the run waits for the writer after the pipeline ended (its backlog)."""
     from pipeline_app import recorder
 
     insert = recorder.insert_item_rows
+    close = recorder.RunRecorder.close
 
     def timed(rows: Any) -> None:
         started = time.perf_counter()
         insert(rows)
         INSERT_SECONDS[0] += time.perf_counter() - started
 
+    def timed_close(self: Any) -> None:
+        started = time.perf_counter()
+        close(self)
+        TAIL_SECONDS[0] += time.perf_counter() - started
+
     recorder.insert_item_rows = timed
+    recorder.RunRecorder.close = timed_close  # type: ignore[method-assign]
 
 
 def managed_run(items: int) -> tuple[float, int]:
@@ -115,18 +125,29 @@ def child_main(args: argparse.Namespace) -> None:
         managed_run(args.memory)
         print(json.dumps({"maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
         return
-    bare, managed, rates, writer_rates = [], [], [], []
+    bare, managed, rates, writer_rates, tails = [], [], [], [], []
     time_inserts()
     asyncio.run(bare_run(min(args.items, 10_000)))  # warm up
     for _ in range(args.repeat):
         bare.append(asyncio.run(bare_run(args.items)))
-        INSERT_SECONDS[0] = 0.0
+        INSERT_SECONDS[0] = TAIL_SECONDS[0] = 0.0
         elapsed, rows = managed_run(args.items)
+        tails.append(TAIL_SECONDS[0])
         writer_rates.append(rows / INSERT_SECONDS[0])
         assert rows == args.items, f"persisted {rows} of {args.items} item rows"
         managed.append(elapsed)
         rates.append(rows / elapsed)
-    print(json.dumps({"bare": bare, "managed": managed, "rates": rates, "writer": writer_rates}))
+    print(
+        json.dumps(
+            {
+                "bare": bare,
+                "managed": managed,
+                "rates": rates,
+                "writer": writer_rates,
+                "tails": tails,
+            }
+        )
+    )
 
 
 def database_urls() -> dict[str, str]:
@@ -161,7 +182,8 @@ def run_child(url: str, *extra: str) -> dict[str, Any]:
 
 
 LEGEND = """rows/s run: item rows persisted per second of the whole managed run;
-rows/s insert: rows per second inside the recorder's bulk inserts (the writer's own speed)."""
+rows/s insert: rows per second inside the recorder's bulk inserts (the writer's own speed);
+writer tail: how long the finished pipeline waited for the writer's backlog."""
 
 
 def main() -> None:
@@ -182,7 +204,7 @@ def main() -> None:
     print(f"{args.items:,} items, {STAGES} stages of x + 1, timing on; medians of {args.repeat}")
     header = (
         f"{'database':<11} {'bare s':>8} {'managed s':>10} {'managed/bare':>13} "
-        f"{'rows/s run':>11} {'rows/s insert':>14} {'goal':>22}"
+        f"{'rows/s run':>11} {'rows/s insert':>14} {'writer tail s':>14} {'goal':>22}"
     )
     print(header)
     print("-" * len(header))
@@ -193,9 +215,10 @@ def main() -> None:
         managed = statistics.median(data["managed"])
         rate = statistics.median(data["rates"])
         writer = statistics.median(data["writer"])
+        tail = statistics.median(data["tails"])
         print(
             f"{name:<11} {bare:>8.3f} {managed:>10.3f} {managed / bare:>12.2f}x "
-            f"{rate:>11,.0f} {writer:>14,.0f} {'<= 1.5x, >= 50,000/s':>22}"
+            f"{rate:>11,.0f} {writer:>14,.0f} {tail:>14.3f} {'<= 1.5x, >= 50,000/s':>22}"
         )
     print(LEGEND)
     small = run_child(urls["sqlite"], "--memory", str(args.items))["maxrss_kib"]

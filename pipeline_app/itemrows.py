@@ -11,14 +11,16 @@ database parses nothing.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import chain, repeat
+from operator import add, sub
 from typing import Any
 
 from django.db import connection, transaction
 
 from pipeline_app import stamps
+from pipeline_app.engine import StampBatch
 from pipeline_app.models import ItemTiming, storable_text
 
 ITEM_COLUMNS = (
@@ -54,7 +56,7 @@ def item_row(run_id: int, record: Any, seq: int) -> tuple[Any, ...]:
     return (
         run_id,
         seq,
-        ".".join(map(str, record.sub_index))[:_SUB_INDEX_MAX],
+        _sub_index_text(record.sub_index),
         record.status,
         record.total_latency,
         record.computation_time,
@@ -85,49 +87,130 @@ def _field(data: bytes) -> tuple[bytes, bytes]:
 def encode_rows(
     run_id: int, records: Sequence[Any], seq_map: Sequence[int] | None, *, copy: bool = False
 ) -> list[Any]:
-    """Rows for a batch of records (binary ``COPY`` tuples with ``copy``); successful items
-    with the same number of stamps, not fanned out, are packed in columns."""
+    """Rows for a batch of :class:`~pipeline_app.engine.ItemRecord` (binary ``COPY`` tuples
+    with ``copy``); delivered items are encoded in columns from their stamps."""
     rows: list[Any] = []
-    groups: dict[int, list[Any]] = {}
+    delivered: list[Any] = []
     for record in records:
-        raw = record.stamps
-        if raw is None or record.status != "ok" or record.sub_index:
+        if record.stamps is None or record.status != "ok":
             row = item_row(run_id, record, original_seq(record.seq, seq_map))
             rows.append(copy_row(row) if copy else row)
         else:
-            groups.setdefault(len(raw), []).append(record)
-    for width, group in groups.items():
-        seqs = [record.seq for record in group]
-        if seq_map is not None:
-            seqs = [original_seq(seq, seq_map) for seq in seqs]
-        latency = [record.total_latency for record in group]
-        computation = [record.computation_time for record in group]
-        overhead = [record.overhead_time for record in group]
-        columns = zip(*[record.stamps for record in group], strict=True)
-        again = repeat
-        if copy:
-            rows += map(
-                _copy_ok_row(width).pack,
-                *(again(len(ITEM_COLUMNS)), again(8), again(run_id), again(8), seqs),
-                *(again(0), again(2), again(b"ok")),
-                *(again(8), latency, again(8), computation, again(8), overhead),
-                *(again(8 * width), *columns),
-                *(again(0), again(0)),
-            )
-        else:
-            blobs = map(stamps.packer(width).pack, *columns)
-            rows += zip(
-                *(again(run_id), seqs, again(""), again("ok"), latency, computation, overhead),
-                *(blobs, again(""), again("")),
-                strict=False,  # the repeats are endless
-            )
+            delivered.append(record)
+    if delivered:
+        rows += delivered_rows(
+            run_id,
+            [record.seq for record in delivered],
+            [record.sub_index for record in delivered],
+            [record.stamps for record in delivered],
+            [record.finished_at for record in delivered],
+            seq_map,
+            copy=copy,
+        )
     return rows
 
 
-@lru_cache(maxsize=16)
-def _copy_ok_row(width: int) -> struct.Struct:
-    """A whole ``COPY`` tuple of a successful, not fanned out item with ``width`` stamps."""
-    return struct.Struct(f">hiqiqii2sidididi{width}dii")
+def encode_batch(
+    run_id: int, batch: StampBatch, seq_map: Sequence[int] | None, *, copy: bool = False
+) -> list[Any]:
+    """Rows for one :class:`~pipeline_app.engine.StampBatch` (see :func:`encode_rows`)."""
+    rows = encode_rows(run_id, batch.others, seq_map, copy=copy)
+    if batch.seqs:
+        rows += delivered_rows(
+            run_id,
+            batch.seqs,
+            batch.sub_indexes,
+            batch.stamps,
+            batch.delivered,
+            seq_map,
+            copy=copy,
+        )
+    return rows
+
+
+def delivered_rows(
+    run_id: int,
+    seqs: list[int],
+    sub_indexes: list[tuple[int, ...]],
+    stamps_list: list[list[float]],
+    delivered: list[float],
+    seq_map: Sequence[int] | None,
+    *,
+    copy: bool,
+) -> list[Any]:
+    """Rows of delivered items, packed in columns per layout (number of stamps, and the length
+    of the fan-out path on PostgreSQL): the values equal those of the engine's records."""
+    if seq_map is not None:
+        seqs = [original_seq(seq, seq_map) for seq in seqs]
+    paths = [_sub_index_text(s) for s in sub_indexes] if any(sub_indexes) else None
+    widths = set(map(len, stamps_list))
+    if len(widths) == 1 and (paths is None or not copy):
+        return list(_columns(run_id, widths.pop(), seqs, paths, stamps_list, delivered, copy))
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, stamps_of_item in enumerate(stamps_list):
+        layout = (len(stamps_of_item), len(paths[i].encode()) if paths and copy else 0)
+        groups.setdefault(layout, []).append(i)
+    rows: list[Any] = []
+    for (width, _), members in groups.items():
+        rows += _columns(
+            run_id,
+            width,
+            [seqs[i] for i in members],
+            [paths[i] for i in members] if paths else None,
+            [stamps_list[i] for i in members],
+            [delivered[i] for i in members],
+            copy,
+        )
+    return rows
+
+
+def _sub_index_text(sub_index: tuple[int, ...]) -> str:
+    return ".".join(map(str, sub_index))[:_SUB_INDEX_MAX]
+
+
+def _columns(
+    run_id: int,
+    width: int,
+    seqs: list[int],
+    paths: list[str] | None,
+    stamps_list: list[list[float]],
+    delivered: list[float],
+    copy: bool,
+) -> Iterable[Any]:
+    """One layout's rows. ``stamps`` are ``[created, (enqueue, start, end) per stage, enqueue
+    into the output]``; the arithmetic is the engine's, in the same order (equal floats)."""
+    columns = list(zip(*stamps_list, strict=True))
+    latency = list(map(sub, delivered, columns[0]))
+    computation: list[float] = [0.0] * len(seqs)
+    for end in range(3, width - 1, 3):
+        spent = map(sub, columns[end], columns[end - 1])
+        computation = list(spent) if end == 3 else list(map(add, computation, spent))
+    overhead = [value if value > 0.0 else 0.0 for value in map(sub, latency, computation)]
+    again = repeat
+    if copy:
+        encoded = [path.encode() for path in paths] if paths else []
+        path_length = len(encoded[0]) if encoded else 0
+        return map(
+            _copy_delivered_row(width, path_length).pack,
+            *(again(len(ITEM_COLUMNS)), again(8), again(run_id), again(8), seqs),
+            *(again(path_length), encoded or again(b""), again(2), again(b"ok")),
+            *(again(8), latency, again(8), computation, again(8), overhead),
+            *(again(8 * width), *columns),
+            *(again(0), again(0)),
+        )
+    blobs = map(stamps.packer(width).pack, *columns)
+    return zip(
+        *(again(run_id), seqs, again("") if paths is None else paths, again("ok")),
+        *(latency, computation, overhead, blobs, again(""), again("")),
+        strict=False,  # the repeats are endless
+    )
+
+
+@lru_cache(maxsize=64)
+def _copy_delivered_row(width: int, path_length: int) -> struct.Struct:
+    """A whole ``COPY`` tuple of a delivered item: ``width`` stamps, a fan-out path of
+    ``path_length`` bytes."""
+    return struct.Struct(f">hiqiqi{path_length}si2sidididi{width}dii")
 
 
 def insert_item_rows(rows: Sequence[Any]) -> None:

@@ -21,7 +21,15 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from pipeline_app import conf
-from pipeline_app.itemrows import copy_row, encode_rows, insert_item_rows, item_row, original_seq
+from pipeline_app.engine import StampBatch
+from pipeline_app.itemrows import (
+    copy_row,
+    encode_batch,
+    encode_rows,
+    insert_item_rows,
+    item_row,
+    original_seq,
+)
 from pipeline_app.models import ItemStatus, PipelineRun
 
 logger = logging.getLogger(__name__)
@@ -90,6 +98,18 @@ class RunRecorder:
         )
 
     # Called on the event loop by the engine: must stay cheap and never block.
+    def record_stamps(self, batch: StampBatch) -> None:
+        """Every finished item, one output batch at a time (``on_item_stamps``): encoded in
+        columns while the retention limit is not reached, else item by item."""
+        retention = self.retention
+        if retention.seen + len(batch) > retention.limit:
+            self.record_items(batch.records())
+            return
+        retention.seen += len(batch)
+        self._pending.extend(encode_batch(self.run_id, batch, self.seq_map, copy=self._copy))
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
     def record_items(self, records: list[Any]) -> None:
         """Every finished item's record, one output batch at a time: keep compact rows (built in
         columns) or nothing, so memory is bounded by the retention limit, not the item count."""

@@ -70,7 +70,7 @@ def execute(
             PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt).update(
                 items_expected=expected
             )
-        pipeline = build_pipeline(snapshot, on_item_timings=recorder.record_items)
+        pipeline = build_pipeline(snapshot, on_item_stamps=recorder.record_stamps)
         sink: Sink = registry.get("sink", snapshot["sink"]).func(
             SinkContext(run.pk, conf.get("OUTPUT_PREVIEW_LIMIT")), **sink_params
         )

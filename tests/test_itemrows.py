@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 
 from pipeline_app import stamps
-from pipeline_app.engine import AsyncTaskPipeline
-from pipeline_app.itemrows import copy_row, encode_rows, insert_item_rows
+from pipeline_app.engine import AsyncTaskPipeline, StampBatch
+from pipeline_app.itemrows import copy_row, encode_batch, encode_rows, insert_item_rows
 from pipeline_app.models import ItemTiming
 from tests.factories import claimed_run, make_definition
 
@@ -32,10 +32,12 @@ def split_tens(x: int) -> Iterator[int]:
         yield x
 
 
-async def records() -> list[Any]:
+async def records(batches: list[StampBatch] | None = None) -> list[Any]:
     collected: list[Any] = []
     pipeline: AsyncTaskPipeline[int, Any] = AsyncTaskPipeline(
-        enable_timing=True, on_item_timings=collected.extend
+        enable_timing=True,
+        on_item_timings=collected.extend,
+        on_item_stamps=None if batches is None else batches.append,
     )
     pipeline.add_stage("double", lambda x: x * 2)
     pipeline.add_stage("split", split_tens)
@@ -75,6 +77,14 @@ def assert_rows_match(rows: list[tuple[Any, ...]], collected: list[Any]) -> None
 async def test_columnar_rows_match_each_records_stage_timings() -> None:
     collected = await records()
     assert_rows_match(encode_rows(9, collected, None), collected)
+
+
+async def test_stamp_batches_give_the_same_rows_as_records() -> None:
+    batches: list[StampBatch] = []
+    collected = await records(batches)
+    for copy in (False, True):
+        from_batches = [row for batch in batches for row in encode_batch(9, batch, None, copy=copy)]
+        assert sorted(from_batches) == sorted(encode_rows(9, collected, None, copy=copy))
 
 
 async def test_copy_tuples_of_a_batch_match_its_rows() -> None:
