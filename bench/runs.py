@@ -80,9 +80,9 @@ def time_inserts() -> None:
     insert = recorder.insert_item_rows
     close = recorder.RunRecorder.close
 
-    def timed(rows: Any) -> None:
+    def timed(run_id: int, rows: Any) -> None:
         started = time.perf_counter()
-        insert(rows)
+        insert(run_id, rows)
         INSERT_SECONDS[0] += time.perf_counter() - started
 
     def timed_close(self: Any) -> None:

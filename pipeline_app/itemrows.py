@@ -199,6 +199,8 @@ def _columns(
             *(again(0), again(0)),
         )
     blobs = map(stamps.packer(width).pack, *columns)
+    if paths is None:  # the common row: run, path, status and error go into the SQL instead
+        return zip(seqs, latency, computation, overhead, blobs, strict=True)
     return zip(
         *(again(run_id), seqs, again("") if paths is None else paths, again("ok")),
         *(latency, computation, overhead, blobs, again(""), again("")),
@@ -213,12 +215,15 @@ def _copy_delivered_row(width: int, path_length: int) -> struct.Struct:
     return struct.Struct(f">hiqiqi{path_length}si2sidididi{width}dii")
 
 
-def insert_item_rows(rows: Sequence[Any]) -> None:
-    """Insert rows (binary COPY tuples on PostgreSQL, tuples elsewhere) in as few statements
-    as the database allows, without the ORM.
+def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
+    """Insert a run's rows (binary COPY tuples on PostgreSQL, tuples elsewhere) in as few
+    statements as the database allows, without the ORM.
 
     One statement per few thousand rows also matters for the GIL: a per-row ``executemany``
     releases and re-acquires it for every row and then waits behind the pipeline's threads.
+    Elsewhere the rows of delivered items that were not fanned out are short tuples
+    ``(seq, latency, computation, overhead, stamps)``: binding half the parameters holds the GIL
+    half as long, and the pipeline's threads wait for it meanwhile.
     """
     quote = connection.ops.quote_name
     table = quote(ItemTiming._meta.db_table)
@@ -233,15 +238,18 @@ def insert_item_rows(rows: Sequence[Any]) -> None:
                 copy.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
             return
         marker = "?" if connection.vendor == "sqlite" else "%s"
-        row_sql = "(" + ", ".join([marker] * len(ITEM_COLUMNS)) + ")"
-        per_statement = max(_max_params() // len(ITEM_COLUMNS), 1)
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            values = ", ".join([row_sql] * len(chunk))
-            raw.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {values}",
-                list(chain.from_iterable(chunk)),
-            )
+        short = f"({int(run_id)}, {marker}, '', 'ok', {', '.join([marker] * 4)}, '', '')"
+        full = "(" + ", ".join([marker] * len(ITEM_COLUMNS)) + ")"
+        for row_sql, width in ((short, 5), (full, len(ITEM_COLUMNS))):
+            same = [row for row in rows if len(row) == width]
+            per_statement = max(_max_params() // width, 1)
+            for start in range(0, len(same), per_statement):
+                chunk = same[start : start + per_statement]
+                values = ", ".join([row_sql] * len(chunk))
+                raw.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {values}",
+                    list(chain.from_iterable(chunk)),
+                )
 
 
 def _max_params() -> int:

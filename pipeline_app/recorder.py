@@ -174,7 +174,7 @@ class RunRecorder:
             rows.extend(self.retention.leftovers())
         for start in range(0, len(rows), self.batch_size):
             close_old_connections()
-            insert_item_rows(rows[start : start + self.batch_size])
+            insert_item_rows(self.run_id, rows[start : start + self.batch_size])
 
     def _row(self, record: Any) -> Any:
         seq = original_seq(record.seq, self.seq_map)

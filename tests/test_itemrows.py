@@ -32,7 +32,7 @@ def split_tens(x: int) -> Iterator[int]:
         yield x
 
 
-async def records(batches: list[StampBatch] | None = None) -> list[Any]:
+async def records(batches: list[StampBatch] | None = None, *, fan_out: bool = True) -> list[Any]:
     collected: list[Any] = []
     pipeline: AsyncTaskPipeline[int, Any] = AsyncTaskPipeline(
         enable_timing=True,
@@ -40,7 +40,7 @@ async def records(batches: list[StampBatch] | None = None) -> list[Any]:
         on_item_stamps=None if batches is None else batches.append,
     )
     pipeline.add_stage("double", lambda x: x * 2)
-    pipeline.add_stage("split", split_tens)
+    pipeline.add_stage("split", split_tens if fan_out else (lambda x: x))
     pipeline.add_stage("drop", drop_threes)
 
     async def source() -> Any:
@@ -57,8 +57,18 @@ def key(record: Any) -> tuple[int, str]:
     return record.seq, ".".join(map(str, record.sub_index))
 
 
-def assert_rows_match(rows: list[tuple[Any, ...]], collected: list[Any]) -> None:
-    assert len(rows) == len(collected) > 60  # fan-out children have rows of their own
+def full(run_id: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row with every column (a delivered item not fanned out has a short one)."""
+    if len(row) == 5:
+        seq, latency, computation, overhead, blob = row
+        return (run_id, seq, "", "ok", latency, computation, overhead, blob, "", "")
+    return row
+
+
+def assert_rows_match(rows: list[tuple[Any, ...]], collected: list[Any], run_id: int) -> None:
+    assert len(rows) == len(collected) >= 60  # fan-out children have rows of their own
+    rows = [full(run_id, row) for row in rows]
+    assert {row[0] for row in rows} == {run_id}
     by_key = {(row[1], row[2]): row for row in rows}
     assert {row[3] for row in rows} == {"ok", "filtered", "error"}
     for record in collected:
@@ -74,9 +84,12 @@ def assert_rows_match(rows: list[tuple[Any, ...]], collected: list[Any]) -> None
             assert stage == "drop"
 
 
-async def test_columnar_rows_match_each_records_stage_timings() -> None:
-    collected = await records()
-    assert_rows_match(encode_rows(9, collected, None), collected)
+@pytest.mark.parametrize("fan_out", [True, False])
+async def test_columnar_rows_match_each_records_stage_timings(fan_out: bool) -> None:
+    collected = await records(fan_out=fan_out)
+    rows = encode_rows(9, collected, None)
+    assert {len(row) for row in rows} == ({10} if fan_out else {5, 10})
+    assert_rows_match(rows, collected, 9)
 
 
 async def test_stamp_batches_give_the_same_rows_as_records() -> None:
@@ -87,9 +100,10 @@ async def test_stamp_batches_give_the_same_rows_as_records() -> None:
         assert sorted(from_batches) == sorted(encode_rows(9, collected, None, copy=copy))
 
 
-async def test_copy_tuples_of_a_batch_match_its_rows() -> None:
-    collected = await records()
-    rows = encode_rows(9, collected, None)
+@pytest.mark.parametrize("fan_out", [True, False])
+async def test_copy_tuples_of_a_batch_match_its_rows(fan_out: bool) -> None:
+    collected = await records(fan_out=fan_out)
+    rows = [full(9, row) for row in encode_rows(9, collected, None)]
     assert encode_rows(9, collected, None, copy=True) == [copy_row(row) for row in rows]
 
 
@@ -102,10 +116,12 @@ def test_stamps_rebuilt_from_stage_values_give_them_back() -> None:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_rows_inserted_in_bulk_read_back_through_the_orm() -> None:
-    collected = asyncio.run(records())
+@pytest.mark.parametrize("fan_out", [True, False])
+def test_rows_inserted_in_bulk_read_back_through_the_orm(fan_out: bool) -> None:
+    collected = asyncio.run(records(fan_out=fan_out))
     run = claimed_run(make_definition(stages=["test-inc"]))
-    insert_item_rows(encode_rows(run.pk, collected, None, copy=connection.vendor == "postgresql"))
+    copy = connection.vendor == "postgresql"
+    insert_item_rows(run.pk, encode_rows(run.pk, collected, None, copy=copy))
     stored = [
         (
             *(run.pk, item.seq, item.sub_index, item.status, item.latency),
@@ -113,6 +129,6 @@ def test_rows_inserted_in_bulk_read_back_through_the_orm() -> None:
         )
         for item in ItemTiming.objects.filter(run=run)
     ]
-    assert_rows_match(stored, collected)
+    assert_rows_match(stored, collected, run.pk)
     run.delete()  # no database constraint on ItemTiming.run: Django cascades
     assert not ItemTiming.objects.filter(run_id=run.pk).exists()
