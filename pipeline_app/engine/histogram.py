@@ -86,14 +86,7 @@ class Histogram:
         n = len(xs)
         if not n:
             return
-        self.count += n
-        self.total += sum(xs) if total is None else total
-        lo = min(xs)
-        hi = max(xs)
-        if lo < self.min:
-            self.min = lo
-        if hi > self.max:
-            self.max = hi
+        self._count(xs, sum(xs) if total is None else total)
         step = 1 if n <= self.SAMPLE else -(-n // self.SAMPLE)
         self.add_sample(xs[::step], step)
 
@@ -101,6 +94,11 @@ class Histogram:
         """Record every one of ``xs`` (whose sum is ``total``; the list is kept)."""
         if not xs:
             return
+        self._count(xs, total)
+        self.add_sample(xs, 1)
+
+    def _count(self, xs: list[float], total: float) -> None:
+        """Exact count, sum and extremes of ``xs`` (not empty)."""
         self.count += len(xs)
         self.total += total
         lo = min(xs)
@@ -109,7 +107,6 @@ class Histogram:
             self.min = lo
         if hi > self.max:
             self.max = hi
-        self.add_sample(xs, 1)
 
     def add_sample(self, sample: list[float], step: int) -> None:
         """Bucket ``sample`` (the list is kept), each value standing for ``step`` values
