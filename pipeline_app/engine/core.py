@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .channel import Channel, OutputBuffer, Stopped
+from .channel import Channel, Stopped
 from .errors import ErrorPolicy, ErrorRecord, StageError
 from .item import EOS, Envelope, ItemRecord, StampBatch
+from .output_buffer import OutputBuffer
 from .stage import PipelineStage
 from .timing import Aggregator
 

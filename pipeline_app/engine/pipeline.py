@@ -94,6 +94,7 @@ Modules
 ``shutdown.py`` (stop, drain, clear) and ``reporting.py`` (progress, summaries, report). A stage
 (``stage.py``) is ``stage_core.py`` (counters, error handling, forwarding) plus
 ``thread_worker.py`` and ``process_worker.py``; ``stage_timing.py`` holds its timing statistics.
+Stages are joined by ``channel.py``; the last one puts into ``output_buffer.py``.
 """
 
 from __future__ import annotations
@@ -105,12 +106,13 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
-from .channel import Channel, OutputBuffer
+from .channel import Channel
 from .core import T, U
 from .errors import ERROR_POLICIES, ErrorPolicy
 from .feeding import InputFeeding
 from .item import ItemRecord, StampBatch
 from .output import OutputIteration
+from .output_buffer import OutputBuffer
 from .reporting import Reporting
 from .stage import PipelineStage
 from .timing import Aggregator

@@ -12,10 +12,11 @@ from dataclasses import asdict
 from typing import Any
 
 from .analysis import LatencySummary, PipelineAnalysis, build_summary, item_breakdown
-from .channel import Channel, OutputBuffer
+from .channel import Channel
 from .core import PipelineCore, T, U
 from .errors import ErrorRecord, StageError
 from .item import ItemRecord
+from .output_buffer import OutputBuffer
 
 
 class Reporting(PipelineCore[T, U]):

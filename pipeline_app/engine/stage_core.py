@@ -16,9 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
-from .channel import Channel, OutputBuffer
+from .channel import Channel
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
 from .item import EOS, ERROR, FAIL, HOLE, VALUE, Envelope
+from .output_buffer import OutputBuffer
 from .reorder import Sequencer, Sink
 from .stage_timing import Columns, StageStats, Timing, as_columns
 
