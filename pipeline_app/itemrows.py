@@ -202,7 +202,7 @@ def _columns(
     if paths is None:  # the common row: run, path, status and error go into the SQL instead
         return zip(seqs, latency, computation, overhead, blobs, strict=True)
     return zip(
-        *(again(run_id), seqs, again("") if paths is None else paths, again("ok")),
+        *(again(run_id), seqs, paths, again("ok")),
         *(latency, computation, overhead, blobs, again(""), again("")),
         strict=False,  # the repeats are endless
     )

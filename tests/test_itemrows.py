@@ -43,12 +43,8 @@ async def records(batches: list[StampBatch] | None = None, *, fan_out: bool = Tr
     pipeline.add_stage("split", split_tens if fan_out else (lambda x: x))
     pipeline.add_stage("drop", drop_threes)
 
-    async def source() -> Any:
-        for i in range(60):
-            yield i
-
     async with pipeline:
-        async for _ in pipeline.run(source()):
+        async for _ in pipeline.run(range(60)):
             pass
     return collected
 
