@@ -30,8 +30,7 @@ STAGES = 3
 
 def child_setup(database_url: str, *, keep_every_row: bool) -> None:
     sys.path.insert(0, str(REPO))
-    config: dict[str, Any] = {"ITEM_TIMING_LIMIT": 10_000_000} if keep_every_row else {}
-    config.update(json.loads(os.environ.get("BENCH_CONFIG", "{}")))
+    config = {"ITEM_TIMING_LIMIT": 10_000_000} if keep_every_row else {}
     os.environ.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
         DATABASE_URL=database_url,

@@ -13,7 +13,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils.text import slugify
 
-from pipeline_app import stamps
+from pipeline_app import stamps as stamp_codec
 
 
 def storable_text(text: str, limit: int | None = None) -> str:
@@ -341,4 +341,4 @@ class ItemTiming(models.Model):
     def stage_seconds(self, names: Sequence[str]) -> dict[str, list[float]]:
         """``{stage: [queue_wait, computation, transmission, start, end]}`` in seconds;
         ``names`` are the run's stage names in order (``queries.stage_names``)."""
-        return stamps.stage_seconds(self.stamps, names)
+        return stamp_codec.stage_seconds(self.stamps, names)
