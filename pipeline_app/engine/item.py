@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Generic, TypeVar
 
 DataT = TypeVar("DataT")
@@ -240,31 +241,42 @@ class StampBatch:
 
     def records(self) -> list[ItemRecord]:
         """Every item of the batch as an :class:`ItemRecord` (delivered ones first)."""
-        names = self.stage_names
-        out: list[ItemRecord] = []
-        for seq, sub_index, t, delivered in zip(
-            self.seqs, self.sub_indexes, self.stamps, self.delivered, strict=True
-        ):
-            computation = 0.0
-            for b in range(2, len(t) - 2, 3):
-                computation += t[b + 1] - t[b]
-            total = delivered - t[0]
-            overhead = total - computation
-            out.append(
-                ItemRecord(
-                    seq,
-                    sub_index,
-                    "ok",
-                    t[0],
-                    delivered,
-                    total,
-                    computation,
-                    overhead if overhead > 0.0 else 0.0,
-                    stamps=t,
-                    stage_names=names,
-                )
-            )
-        return out + self.others
+        delivered = map(
+            delivered_record,
+            self.seqs,
+            self.sub_indexes,
+            self.stamps,
+            self.delivered,
+            repeat(self.stage_names, len(self.seqs)),
+        )
+        return [*delivered, *self.others]
+
+
+def delivered_record(
+    seq: int,
+    sub_index: tuple[int, ...],
+    stamps: list[float],
+    delivered: float,
+    stage_names: tuple[str, ...] = (),
+) -> ItemRecord:
+    """The record of a delivered output from its raw stamps (layout in the module docstring)."""
+    computation = 0.0
+    for b in range(2, len(stamps) - 2, 3):
+        computation += stamps[b + 1] - stamps[b]
+    total = delivered - stamps[0]
+    overhead = total - computation
+    return ItemRecord(
+        seq,
+        sub_index,
+        "ok",
+        stamps[0],
+        delivered,
+        total,
+        computation,
+        overhead if overhead > 0.0 else 0.0,
+        stamps=stamps,
+        stage_names=stage_names,
+    )
 
 
 # --------------------------------------------------------------------------------------------

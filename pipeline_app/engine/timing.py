@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 
 from .histogram import Histogram
-from .item import ERROR, VALUE, Envelope, ItemRecord, StampBatch
+from .item import ERROR, VALUE, Envelope, ItemRecord, StampBatch, delivered_record
 from .stage_timing import SMALL_BATCH, StageStats, StageTiming
 
 logger = logging.getLogger(__name__)
@@ -107,16 +107,17 @@ class Aggregator:
             self.total.record_summary(m, total, sample, step, lo, hi)
             self.delivered += m
             self.sum_latency += total
-        if not (self._want_stamps() or self._want_record()):
+        want_stamps = self._want_stamps()
+        if not (want_stamps or self._want_record()):
             return
         # when each was delivered (0.0 if not), for the record builders
         if others:
             delivered = [taken if e.kind == VALUE or e.kind == ERROR else 0.0 for e in envs]
         else:
             delivered = [taken] * n
-        if self._want_stamps():
+        if want_stamps:
             self._stamps(envs, delivered)
-        elif self._want_record():
+        else:
             self._records(envs, delivered)
 
     def _stamps(self, envs: list[Envelope], delivered: list[float]) -> None:
@@ -185,29 +186,7 @@ class Aggregator:
         for seq, sub_index, t, d, info, kind in raw:
             if info is None:
                 assert t is not None
-                c = 0.0
-                for b in range(2, len(t) - 2, 3):
-                    c += t[b + 1] - t[b]
-                created = t[0]
-                total = d - created
-                over = total - c
-                append(
-                    ItemRecord(
-                        seq,
-                        sub_index,
-                        "ok",
-                        created,
-                        d,
-                        total,
-                        c,
-                        over if over > 0.0 else 0.0,
-                        None,
-                        None,
-                        None,
-                        t,
-                        names,
-                    )
-                )
+                append(delivered_record(seq, sub_index, t, d, names))
                 continue
             last, t, status, msg, err_stage = info
             created = t[0]
