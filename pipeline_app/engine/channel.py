@@ -65,6 +65,15 @@ def _count_values(envs: Iterable[Envelope]) -> int:
     return sum(1 for e in envs if e.kind == VALUE or e.kind == 3)
 
 
+def keep_markers_only(queue: deque[Envelope]) -> int:
+    """Empty ``queue`` except for end-of-stream and fail-fast markers (what ``clear()`` keeps);
+    return how many items it discarded."""
+    removed = list(queue)
+    queue.clear()
+    queue.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
+    return _count_values(removed)
+
+
 class Channel:
     """Bounded multi-producer multi-consumer queue of envelopes (capacity <= 0: unbounded)."""
 
@@ -254,9 +263,7 @@ class Channel:
     def clear(self) -> int:
         """Remove everything queued except end-of-stream/fail markers; return items discarded."""
         with self._lock:
-            removed = list(self._dq)
-            self._dq.clear()
-            self._dq.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
+            discarded = keep_markers_only(self._dq)
             if self._timing:  # the markers kept are not timed
                 self._enqueued = [math.nan] * len(self._dq)
                 self._head = 0
@@ -264,4 +271,4 @@ class Channel:
             self._not_full.notify_all()
             futs, self._async_putters = self._async_putters, []
         _wake_all(futs)
-        return _count_values(removed)
+        return discarded

@@ -15,8 +15,8 @@ import threading
 import time
 from collections import deque
 
-from .channel import _SAFETY_WAIT, Stopped, _count_values, _wake_all
-from .item import EOS, FAIL, Envelope
+from .channel import _SAFETY_WAIT, Stopped, _count_values, _wake_all, keep_markers_only
+from .item import EOS, Envelope
 from .stage_timing import Stamps
 
 _clock = time.perf_counter
@@ -144,11 +144,9 @@ class OutputBuffer:
 
     def clear(self) -> int:
         with self._lock:
-            removed = list(self._dq)
-            self._dq.clear()
-            self._dq.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
+            discarded = keep_markers_only(self._dq)
             self._not_full.notify_all()
-        return _count_values(removed)
+        return discarded
 
     def drain_all(self) -> list[Envelope]:
         with self._lock:
