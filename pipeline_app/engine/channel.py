@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from itertools import repeat
 
 from .errors import PipelineStopped
-from .item import EOS, FAIL, VALUE, Envelope
+from .item import EOS, ERROR, FAIL, VALUE, Envelope
 from .stage_timing import Stamps
 
 _SAFETY_WAIT = 0.5  # condition waits are woken explicitly; the timeout is only a safety net
@@ -61,8 +61,9 @@ class Stopped(PipelineStopped):
         self.remaining = remaining
 
 
-def _count_values(envs: Iterable[Envelope]) -> int:
-    return sum(1 for e in envs if e.kind == VALUE or e.kind == 3)
+def count_values(envs: Iterable[Envelope]) -> int:
+    """How many of ``envs`` are items (values, or exceptions returned in their place)."""
+    return sum(1 for e in envs if e.kind == VALUE or e.kind == ERROR)
 
 
 def keep_markers_only(queue: deque[Envelope]) -> int:
@@ -71,7 +72,7 @@ def keep_markers_only(queue: deque[Envelope]) -> int:
     removed = list(queue)
     queue.clear()
     queue.extend(e for e in removed if e.kind == EOS or e.kind == FAIL)
-    return _count_values(removed)
+    return count_values(removed)
 
 
 class Channel:
@@ -187,7 +188,7 @@ class Channel:
         with self._lock:
             while i < n:
                 if self.aborted:
-                    raise Stopped(_count_values(envs[i:]))
+                    raise Stopped(count_values(envs[i:]))
                 free = (cap - len(self._dq)) if cap else n - i
                 if free <= 0:
                     self._putters += 1

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 
-from .channel import _SAFETY_WAIT, Stopped, _count_values, _wake_all, keep_markers_only
+from .channel import _SAFETY_WAIT, Stopped, _wake_all, count_values, keep_markers_only
 from .item import EOS, Envelope
 from .stage_timing import Stamps
 
@@ -58,7 +58,7 @@ class OutputBuffer:
         with self._lock:
             while i < n:
                 if self.aborted:
-                    raise Stopped(_count_values(envs[i:]))
+                    raise Stopped(count_values(envs[i:]))
                 if self.attached and cap:
                     free = cap - len(self._dq)
                     if free <= 0:

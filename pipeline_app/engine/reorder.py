@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from .channel import Stopped
+from .channel import Stopped, count_values
 from .item import Envelope
 from .stage_timing import Columns, Stamps
 
@@ -110,5 +110,4 @@ class Sequencer:
 
     def parked_values(self) -> int:
         with self._lock:
-            parked = (e for _, outs, _c in self._pending.values() for e in outs)
-            return sum(1 for e in parked if e.kind in (0, 3))
+            return count_values(e for _, outs, _c in self._pending.values() for e in outs)
