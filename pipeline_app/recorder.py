@@ -12,7 +12,7 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -23,6 +23,7 @@ from django.utils import timezone
 from pipeline_app import conf
 from pipeline_app.engine import StampBatch
 from pipeline_app.itemrows import (
+    RowBlock,
     copy_row,
     encode_batch,
     encode_rows,
@@ -88,7 +89,8 @@ class RunRecorder:
         )
         self.cancel_requested = threading.Event()
         self.fenced_out = threading.Event()
-        self._pending: list[Any] = []
+        self._pending: list[Any] = []  # item rows: tuples, COPY tuples and RowBlocks
+        self._pending_rows = 0  # a hint for waking the writer (updated without a lock)
         self._copy = connection.vendor == "postgresql"  # rows as binary COPY, see itemrows
         self._progress: dict[str, Any] | None = None
         self._wake = threading.Event()
@@ -106,9 +108,7 @@ class RunRecorder:
             self.record_items(batch.records())
             return
         retention.seen += len(batch)
-        self._pending.extend(encode_batch(self.run_id, batch, self.seq_map, copy=self._copy))
-        if len(self._pending) >= self.batch_size:
-            self._wake.set()
+        self._add(encode_batch(self.run_id, batch, self.seq_map, copy=self._copy), len(batch))
 
     def record_items(self, records: list[Any]) -> None:
         """Every finished item's record, one output batch at a time: keep compact rows (built in
@@ -124,8 +124,14 @@ class RunRecorder:
                     admitted.append(record)
                 else:
                     retention.consider_slowest(record.total_latency, partial(self._row, record))
-        self._pending.extend(encode_rows(self.run_id, admitted, self.seq_map, copy=self._copy))
-        if len(self._pending) >= self.batch_size:
+        self._add(encode_rows(self.run_id, admitted, self.seq_map, copy=self._copy), len(admitted))
+
+    def _add(self, rows: list[Any], count: int) -> None:
+        """Queue ``rows`` (``count`` item rows: a :class:`RowBlock` holds several) for the
+        writer; wake it once a batch is waiting."""
+        self._pending.extend(rows)
+        self._pending_rows += count
+        if self._pending_rows >= self.batch_size:
             self._wake.set()
 
     def publish_progress(self, snapshot: dict[str, Any]) -> None:
@@ -168,13 +174,14 @@ class RunRecorder:
 
     def _flush_items(self, *, final: bool) -> None:
         rows, self._pending = self._pending, []
+        self._pending_rows = 0
         if self.fenced_out.is_set():
             return
         if final:
             rows.extend(self.retention.leftovers())
-        for start in range(0, len(rows), self.batch_size):
+        for batch in _batches(rows, self.batch_size):
             close_old_connections()
-            insert_item_rows(self.run_id, rows[start : start + self.batch_size])
+            insert_item_rows(self.run_id, batch)
 
     def _row(self, record: Any) -> Any:
         seq = original_seq(record.seq, self.seq_map)
@@ -207,3 +214,17 @@ class RunRecorder:
         else:
             logger.warning("Run %s belongs to a newer attempt; this one stops", self.run_id)
             self.fenced_out.set()
+
+
+def _batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
+    """``rows`` in runs of about ``size`` item rows (a :class:`RowBlock` is never split)."""
+    batch: list[Any] = []
+    count = 0
+    for row in rows:
+        batch.append(row)
+        count += len(row) if type(row) is RowBlock else 1
+        if count >= size:
+            yield batch
+            batch, count = [], 0
+    if batch:
+        yield batch

@@ -11,7 +11,13 @@ from django.db import connection
 
 from pipeline_app import stamps
 from pipeline_app.engine import AsyncTaskPipeline, StampBatch
-from pipeline_app.itemrows import copy_row, encode_batch, encode_rows, insert_item_rows
+from pipeline_app.itemrows import (
+    RowBlock,
+    copy_row,
+    encode_batch,
+    encode_rows,
+    insert_item_rows,
+)
 from pipeline_app.models import ItemTiming
 from tests.factories import claimed_run, make_definition
 
@@ -53,6 +59,11 @@ def key(record: Any) -> tuple[int, str]:
     return record.seq, ".".join(map(str, record.sub_index))
 
 
+def flat(rows: list[Any]) -> list[Any]:
+    """Rows with each :class:`RowBlock` (delivered items in columns) as its short tuples."""
+    return [r for row in rows for r in (row.rows() if isinstance(row, RowBlock) else [row])]
+
+
 def full(run_id: int, row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row with every column (a delivered item not fanned out has a short one)."""
     if len(row) == 5:
@@ -83,7 +94,7 @@ def assert_rows_match(rows: list[tuple[Any, ...]], collected: list[Any], run_id:
 @pytest.mark.parametrize("fan_out", [True, False])
 async def test_columnar_rows_match_each_records_stage_timings(fan_out: bool) -> None:
     collected = await records(fan_out=fan_out)
-    rows = encode_rows(9, collected, None)
+    rows = flat(encode_rows(9, collected, None))
     assert {len(row) for row in rows} == ({10} if fan_out else {5, 10})
     assert_rows_match(rows, collected, 9)
 
@@ -92,14 +103,16 @@ async def test_stamp_batches_give_the_same_rows_as_records() -> None:
     batches: list[StampBatch] = []
     collected = await records(batches)
     for copy in (False, True):
-        from_batches = [row for batch in batches for row in encode_batch(9, batch, None, copy=copy)]
-        assert sorted(from_batches) == sorted(encode_rows(9, collected, None, copy=copy))
+        from_batches = flat(
+            [r for batch in batches for r in encode_batch(9, batch, None, copy=copy)]
+        )
+        assert sorted(from_batches) == sorted(flat(encode_rows(9, collected, None, copy=copy)))
 
 
 @pytest.mark.parametrize("fan_out", [True, False])
 async def test_copy_tuples_of_a_batch_match_its_rows(fan_out: bool) -> None:
     collected = await records(fan_out=fan_out)
-    rows = [full(9, row) for row in encode_rows(9, collected, None)]
+    rows = [full(9, row) for row in flat(encode_rows(9, collected, None))]
     assert encode_rows(9, collected, None, copy=True) == [copy_row(row) for row in rows]
 
 
@@ -128,3 +141,28 @@ def test_rows_inserted_in_bulk_read_back_through_the_orm(fan_out: bool) -> None:
     assert_rows_match(stored, collected, run.pk)
     run.delete()  # no database constraint on ItemTiming.run: Django cascades
     assert not ItemTiming.objects.filter(run_id=run.pk).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_row_blocks_of_several_widths_and_statements_land_intact() -> None:
+    run = claimed_run(make_definition(stages=["test-inc"]))
+    count = 7_000  # more rows than one SQLite statement's parameters allow
+    blocks = [
+        RowBlock(
+            width,
+            list(range(first, first + count)),
+            [seq / 1e3 for seq in range(first, first + count)],
+            [0.5] * count,
+            [0.25] * count,
+            b"".join(stamps.pack([float(seq)] * width) for seq in range(first, first + count)),
+        )
+        for first, width in ((0, 4), (count, 7))
+    ]
+    insert_item_rows(run.pk, blocks)
+    stored = ItemTiming.objects.filter(run=run).order_by("seq")
+    assert stored.count() == 2 * count
+    for item in (stored[0], stored[count - 1], stored[count], stored[2 * count - 1]):
+        width = 4 if item.seq < count else 7
+        assert (item.status, item.sub_index, item.error) == ("ok", "", "")
+        assert (item.latency, item.computation, item.overhead) == (item.seq / 1e3, 0.5, 0.25)
+        assert stamps.unpack(bytes(item.stamps)) == (float(item.seq),) * width
