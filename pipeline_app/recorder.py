@@ -17,7 +17,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.utils import timezone
 
 from pipeline_app import conf
@@ -179,8 +179,9 @@ class RunRecorder:
             return
         if final:
             rows.extend(self.retention.leftovers())
+        # One connection for the whole run (closed when the thread ends): with CONN_MAX_AGE = 0,
+        # closing "old" connections before each batch reconnected every few thousand rows.
         for batch in _batches(rows, self.batch_size):
-            close_old_connections()
             insert_item_rows(self.run_id, batch)
 
     def _row(self, record: Any) -> Any:

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.db.backends.signals import connection_created
 from django.test import override_settings
 
 from pipeline_app import runner
@@ -193,3 +194,25 @@ def test_results_the_database_cannot_store_still_end_the_run_as_failed() -> None
     assert "could not be stored" in run.error_message
     assert "TypeError" in run.traceback
     assert run.finished_at is not None and run.lease_expires_at is None
+
+
+@override_settings(PIPELINE_APP={"ITEM_TIMING_BATCH_SIZE": 5})
+def test_the_recorder_writes_a_whole_run_over_one_connection() -> None:
+    opened: list[str] = []
+
+    def count(sender: object, connection: object, **kwargs: object) -> None:
+        opened.append(threading.current_thread().name)
+
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.005}}],
+        source_params={"count": 60},
+    )
+    connection_created.connect(count)
+    try:
+        run = runner.execute(claimed_run(definition))
+    finally:
+        connection_created.disconnect(count)
+
+    assert run.status == RunStatus.SUCCEEDED
+    assert ItemTiming.objects.filter(run=run).count() == 60  # written in batches of ~5
+    assert sum(name.startswith("pipeline_app-recorder") for name in opened) == 1
