@@ -13,7 +13,7 @@ shared parameter.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
 from itertools import chain, repeat
 from operator import add, sub
@@ -328,9 +328,7 @@ def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
             execute, marker = connection.connection.execute, "?"
             for width, same in _by_width(blocks).items():
                 block = RowBlock.join(same)
-                per_statement = (_max_params() - 1) // 5
-                for first in range(0, len(block), per_statement):
-                    last = min(first + per_statement, len(block))
+                for first, last in _statements(len(block), (_max_params() - 1) // 5):
                     sql = _block_insert_sql(table, columns, run_id, width, last - first)
                     execute(sql, block.parameters(first, last))
         else:
@@ -340,14 +338,26 @@ def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
         full = "(" + ", ".join([marker] * len(ITEM_COLUMNS)) + ")"
         for row_sql, width in ((short, 5), (full, len(ITEM_COLUMNS))):
             same_width = [row for row in tuples if len(row) == width]
-            per_statement = max(_max_params() // width, 1)
-            for start in range(0, len(same_width), per_statement):
-                chunk = same_width[start : start + per_statement]
+            for start, end in _statements(len(same_width), _max_params() // width):
+                chunk = same_width[start:end]
                 values = ", ".join([row_sql] * len(chunk))
                 execute(
                     f"INSERT INTO {table} ({columns}) VALUES {values}",
                     list(chain.from_iterable(chunk)),
                 )
+
+
+def _statements(count: int, most: int) -> Iterator[tuple[int, int]]:
+    """``(first, last)`` row ranges of one statement each, for ``count`` rows and at most
+    ``most`` rows a statement: only power-of-two sizes, so the few statements that exist stay in
+    the connection's statement cache and are compiled once (the recorder keeps its connection
+    for the whole run; one compiled statement per batch size would pile up there)."""
+    largest = 1 << (max(most, 1).bit_length() - 1)
+    first = 0
+    while first < count:
+        size = min(largest, 1 << ((count - first).bit_length() - 1))
+        yield first, first + size
+        first += size
 
 
 def _by_width(blocks: list[RowBlock]) -> dict[int, list[RowBlock]]:

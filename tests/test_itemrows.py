@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from pipeline_app import stamps
 from pipeline_app.engine import AsyncTaskPipeline, StampBatch
 from pipeline_app.itemrows import (
     RowBlock,
+    _statements,
     copy_row,
     encode_batch,
     encode_rows,
@@ -166,3 +168,12 @@ def test_row_blocks_of_several_widths_and_statements_land_intact() -> None:
         assert (item.status, item.sub_index, item.error) == ("ok", "", "")
         assert (item.latency, item.computation, item.overhead) == (item.seq / 1e3, 0.5, 0.25)
         assert stamps.unpack(bytes(item.stamps)) == (float(item.seq),) * width
+
+
+@pytest.mark.parametrize(("count", "most"), [(0, 10), (1, 10), (7_000, 6_553), (12_345, 999)])
+def test_statements_cover_the_rows_with_few_power_of_two_sizes(count: int, most: int) -> None:
+    ranges = list(_statements(count, most))
+    bounds = [0, *(last for _, last in ranges)]
+    assert ranges == list(pairwise(bounds)) and bounds[-1] == count
+    sizes = {last - first for first, last in ranges}
+    assert all(size <= most and size & (size - 1) == 0 for size in sizes)
