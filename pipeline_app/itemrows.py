@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain, repeat
 from operator import add, sub
@@ -55,6 +56,7 @@ _COPY_OK_THEN_FLOAT = struct.pack(">i2si", 2, b"ok", 8)  # status, the length of
 _COPY_EMPTY_ERROR = struct.pack(">ii", 0, 0)  # error, error_stage
 
 
+@dataclass(slots=True)
 class RowBlock:
     """Rows of delivered items that were not fanned out, kept in columns: the common row of a
     run on databases without ``COPY``. ``seqs``, ``latency``, ``computation`` and ``overhead``
@@ -63,23 +65,12 @@ class RowBlock:
     that many tuples outliving a garbage collection made the collector a tenth of a run's time.
     """
 
-    __slots__ = ("computation", "latency", "overhead", "seqs", "stamps", "width")
-
-    def __init__(
-        self,
-        width: int,
-        seqs: list[int],
-        latency: list[float],
-        computation: list[float],
-        overhead: list[float],
-        stamps: bytes,
-    ) -> None:
-        self.width = width
-        self.seqs = seqs
-        self.latency = latency
-        self.computation = computation
-        self.overhead = overhead
-        self.stamps = stamps
+    width: int
+    seqs: list[int]
+    latency: list[float]
+    computation: list[float]
+    overhead: list[float]
+    stamps: bytes
 
     def __len__(self) -> int:
         return len(self.seqs)

@@ -206,6 +206,7 @@ class ItemRecord:
         )
 
 
+@dataclass(slots=True)
 class StampBatch:
     """One output batch's per-item timings in raw form, for ``on_item_stamps``.
 
@@ -218,23 +219,12 @@ class StampBatch:
     builds the records of all of them, in output order for each kind.
     """
 
-    __slots__ = ("delivered", "others", "seqs", "stage_names", "stamps", "sub_indexes")
-
-    def __init__(
-        self,
-        stage_names: tuple[str, ...],
-        seqs: list[int],
-        sub_indexes: list[tuple[int, ...]],
-        stamps: list[list[float]],
-        delivered: list[float],
-        others: list[ItemRecord],
-    ) -> None:
-        self.stage_names = stage_names
-        self.seqs = seqs
-        self.sub_indexes = sub_indexes
-        self.stamps = stamps
-        self.delivered = delivered
-        self.others = others
+    stage_names: tuple[str, ...]
+    seqs: list[int]
+    sub_indexes: list[tuple[int, ...]]
+    stamps: list[list[float]]
+    delivered: list[float]
+    others: list[ItemRecord]
 
     def __len__(self) -> int:
         return len(self.seqs) + len(self.others)
