@@ -302,7 +302,9 @@ def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
     quote = connection.ops.quote_name
     table = quote(ItemTiming._meta.db_table)
     columns = ", ".join(quote(column) for column in ITEM_COLUMNS)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # The driver's own cursors below raise the driver's exceptions: wrapped as Django's, a
+    # caller can tell a lost connection (OperationalError) from refused rows.
+    with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
         if connection.vendor == "postgresql":
             raw = cursor.cursor
             # Timings are telemetry: a crash may lose the last fraction of a second of them,

@@ -4,20 +4,30 @@ with the lease heartbeat, and the cancel flag read back on each of those writes.
 
 Every write is fenced by the run's ``attempt``: once another attempt owns the run, nothing more
 is written and :attr:`RunRecorder.fenced_out` is set so the runner stops.
+
+A database that is briefly unreachable or locked (a restart, a failover, a killed connection,
+SQLite's busy timeout) does not end the recording: the unwritten rows stay queued and the writer
+reconnects and retries with a growing pause, and so do the progress, heartbeat and cancel checks.
+Only when the run has ended and the database still refuses the last rows after
+``CLOSE_RETRY_SECONDS`` are they given up, and counted (:attr:`RunRecorder.rows_lost`, which the
+runner puts in the run's summary).
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from functools import partial
+from itertools import chain
 from typing import Any
 
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from pipeline_app import conf
@@ -34,6 +44,12 @@ from pipeline_app.itemrows import (
 from pipeline_app.models import ItemStatus, PipelineRun
 
 logger = logging.getLogger(__name__)
+
+RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts; then the last one
+CLOSE_RETRY_SECONDS = 10.0  # how long the ended run's last rows are retried before given up
+
+# What a retry can cure: the connection or the server, not the rows (a refused row fails again).
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 class RetentionPolicy:
@@ -89,6 +105,8 @@ class RunRecorder:
         )
         self.cancel_requested = threading.Event()
         self.fenced_out = threading.Event()
+        self.rows_lost = 0  # item rows the database refused or could not take in time
+        self._leftovers_queued = False
         self._pending: list[Any] = []  # item rows: tuples, COPY tuples and RowBlocks
         self._pending_rows = 0  # a hint for waking the writer (updated without a lock)
         self._copy = connection.vendor == "postgresql"  # rows as binary COPY, see itemrows
@@ -156,13 +174,37 @@ class RunRecorder:
     def _loop(self) -> None:
         try:
             next_progress = 0.0
+            failures = 0
+            given_up_at = math.inf
             while True:
                 closing = self._closing.is_set()
-                self._flush_items(final=closing)
-                now = time.monotonic()
-                if self._progress is not None and (now >= next_progress or closing):
-                    self._write_progress(self._progress)
-                    next_progress = now + self.interval
+                try:
+                    self._flush_items(final=closing)
+                    now = time.monotonic()
+                    if self._progress is not None and (now >= next_progress or closing):
+                        self._write_progress(self._progress)
+                        next_progress = now + self.interval
+                except TRANSIENT_ERRORS as exc:
+                    failures += 1
+                    if closing:
+                        given_up_at = min(given_up_at, time.monotonic() + CLOSE_RETRY_SECONDS)
+                        if time.monotonic() >= given_up_at:
+                            self._give_up(exc)
+                            return
+                    self._database_failed(exc, failures)
+                    pause = RETRY_PAUSES[min(failures, len(RETRY_PAUSES)) - 1]
+                    if closing:
+                        time.sleep(pause)
+                    else:  # cut short when the run ends: the final flush is tried at once
+                        self._closing.wait(pause)
+                    continue
+                if failures:
+                    logger.warning(
+                        "Recorder of run %s: the database is back after %d failed attempts",
+                        self.run_id,
+                        failures,
+                    )
+                    failures = 0
                 if closing:
                     return
                 self._wake.wait(self.interval)
@@ -172,17 +214,63 @@ class RunRecorder:
         finally:
             connection.close()
 
+    def _database_failed(self, exc: Exception, failures: int) -> None:
+        """Log the first failure of a row, and drop the connection: it may be broken, and
+        Django reconnects on the next query."""
+        if failures == 1:
+            logger.warning(
+                "Recorder of run %s: database error (%s: %s); %d item rows wait, retrying",
+                self.run_id,
+                type(exc).__name__,
+                exc,
+                self._pending_rows,
+            )
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+
+    def _give_up(self, exc: Exception) -> None:
+        lost = sum(_row_count(row) for row in self._pending)
+        self._pending = []
+        self.rows_lost += lost
+        logger.error(
+            "Recorder of run %s: the database still fails after %.0f s (%s: %s); %d item rows "
+            "were not written",
+            self.run_id,
+            CLOSE_RETRY_SECONDS,
+            type(exc).__name__,
+            exc,
+            lost,
+        )
+
     def _flush_items(self, *, final: bool) -> None:
         rows, self._pending = self._pending, []
         self._pending_rows = 0
         if self.fenced_out.is_set():
             return
-        if final:
+        if final and not self._leftovers_queued:
             rows.extend(self.retention.leftovers())
+            self._leftovers_queued = True
         # One connection for the whole run (closed when the thread ends): with CONN_MAX_AGE = 0,
         # closing "old" connections before each batch reconnected every few thousand rows.
-        for batch in _batches(rows, self.batch_size):
-            insert_item_rows(self.run_id, batch)
+        batches = list(_batches(rows, self.batch_size))
+        for index, batch in enumerate(batches):
+            try:
+                insert_item_rows(self.run_id, batch)
+            except TRANSIENT_ERRORS:
+                # this batch was rolled back: it and the rest go first in the queue again
+                unwritten = list(chain.from_iterable(batches[index:]))
+                self._pending[:0] = unwritten
+                self._pending_rows += sum(map(_row_count, unwritten))
+                raise
+            except DatabaseError as exc:
+                self.rows_lost += sum(map(_row_count, batch))
+                logger.error(
+                    "Recorder of run %s: the database refused %d item rows (%s: %s)",
+                    self.run_id,
+                    sum(map(_row_count, batch)),
+                    type(exc).__name__,
+                    exc,
+                )
 
     def _row(self, record: Any) -> Any:
         seq = original_seq(record.seq, self.seq_map)
@@ -217,13 +305,18 @@ class RunRecorder:
             self.fenced_out.set()
 
 
+def _row_count(row: Any) -> int:
+    """How many item rows ``row`` holds (a :class:`RowBlock` holds several)."""
+    return len(row) if type(row) is RowBlock else 1
+
+
 def _batches(rows: list[Any], size: int) -> Iterator[list[Any]]:
     """``rows`` in runs of about ``size`` item rows (a :class:`RowBlock` is never split)."""
     batch: list[Any] = []
     count = 0
     for row in rows:
         batch.append(row)
-        count += len(row) if type(row) is RowBlock else 1
+        count += _row_count(row)
         if count >= size:
             yield batch
             batch, count = [], 0

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
+
 from pipeline_app import conf, params
 from pipeline_app.assembly import build_pipeline, expected_items, validated_params
 from pipeline_app.builtins import Sink, SinkContext
@@ -101,7 +103,22 @@ def execute(
             outcome.traceback = outcome.traceback or traceback.format_exc()
     finally:
         recorder.close()
+    if recorder.rows_lost:  # the summary still counts every item; the rows tell fewer
+        outcome.summary = {**(outcome.summary or {}), "item_rows_lost": recorder.rows_lost}
+    _drop_dead_connection()
     return finish(run, outcome)
+
+
+def _drop_dead_connection() -> None:
+    """This thread's connection sat idle while the run went on, maybe for hours: a server
+    restart or an idle timeout may have ended it, and the final status must still be written
+    (one ``SELECT 1``; Django reconnects on the next query)."""
+    if (
+        not connection.in_atomic_block
+        and connection.connection is not None
+        and not connection.is_usable()
+    ):
+        connection.close()
 
 
 async def _drive(

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.signals import connection_created
 from django.test import override_settings
 
-from pipeline_app import runner
+from pipeline_app import recorder, runner
+from pipeline_app.engine import AsyncTaskPipeline
 from pipeline_app.models import ItemStatus, ItemTiming, RunStatus, StageStat
 from tests.factories import claimed_run, make_definition
+from tests.helpers import wait_until
 from tests.pipelines import COLLECTED
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
@@ -216,3 +223,126 @@ def test_the_recorder_writes_a_whole_run_over_one_connection() -> None:
     assert run.status == RunStatus.SUCCEEDED
     assert ItemTiming.objects.filter(run=run).count() == 60  # written in batches of ~5
     assert sum(name.startswith("pipeline_app-recorder") for name in opened) == 1
+
+
+def _run_in_thread(run: Any) -> tuple[threading.Thread, list[Any]]:
+    finished: list[Any] = []
+
+    def execute() -> None:
+        try:
+            finished.append(runner.execute(run))
+        finally:
+            connections.close_all()  # this thread's
+
+    thread = threading.Thread(target=execute)
+    thread.start()
+    return thread, finished
+
+
+def _assert_every_row_once(run: Any, count: int) -> None:
+    rows = ItemTiming.objects.filter(run=run)
+    assert rows.count() == count
+    assert rows.values("seq").distinct().count() == count
+    assert "item_rows_lost" not in run.summary
+
+
+@pytest.fixture
+def short_sqlite_busy_timeout() -> Iterator[None]:
+    """New SQLite connections (the recorder's) give up on a lock after 0.1 s instead of 20 s."""
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's write lock")
+    options = connections.settings[DEFAULT_DB_ALIAS]["OPTIONS"]
+    saved = options.get("timeout")
+    options["timeout"] = 0.1
+    yield
+    options["timeout"] = saved
+
+
+@override_settings(PIPELINE_APP={"ITEM_TIMING_BATCH_SIZE": 20, "PROGRESS_INTERVAL": 0.1})
+def test_a_locked_database_delays_item_rows_and_progress_but_loses_none(
+    short_sqlite_busy_timeout: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.004}}],
+        source_params={"count": 400},
+    )
+    run = claimed_run(definition)
+    thread, finished = _run_in_thread(run)
+    wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
+    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the write lock, as another busy writer would hold it
+    time.sleep(1.0)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    thread.join(30)
+
+    run = finished[0]
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    _assert_every_row_once(run, 400)
+    assert "database is locked" in caplog.text
+    assert "the database is back" in caplog.text
+
+
+@pytest.mark.postgres_only
+@override_settings(PIPELINE_APP={"ITEM_TIMING_BATCH_SIZE": 20, "PROGRESS_INTERVAL": 0.1})
+def test_a_killed_database_connection_is_replaced_and_no_item_row_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.004}}],
+        source_params={"count": 400},
+    )
+    run = claimed_run(definition)
+    thread, finished = _run_in_thread(run)
+    wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
+    with connection.cursor() as cursor:  # as a server restart or an idle-connection killer would
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        # the recorder's connection and the runner thread's, idle until the final write
+        assert cursor.fetchone() == (2,)
+    thread.join(30)
+
+    run = finished[0]
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    _assert_every_row_once(run, 400)
+    assert "database error" in caplog.text
+    assert "the database is back" in caplog.text
+
+
+def test_rows_the_database_never_takes_are_counted_once_the_retry_time_is_up(
+    short_sqlite_busy_timeout: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(recorder, "CLOSE_RETRY_SECONDS", 0.5)
+    records: list[Any] = []
+
+    async def timed_items() -> None:
+        pipeline: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(
+            enable_timing=True, on_item_timings=records.extend
+        )
+        pipeline.add_stage("inc", lambda x: x + 1)
+        async with pipeline:
+            _ = [x async for x in pipeline.run(range(30))]
+
+    asyncio.run(timed_items())
+    run = claimed_run(make_definition(stages=["test-inc"]))
+    writer = recorder.RunRecorder(run)
+    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        writer.start()
+        writer.record_items(records)
+        started = time.monotonic()
+        writer.close()
+        waited = time.monotonic() - started
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+    assert 0.5 <= waited < 5
+    assert writer.rows_lost == 30
+    assert not ItemTiming.objects.filter(run=run).exists()
+    assert "30 item rows were not written" in caplog.text
