@@ -236,6 +236,16 @@ def test_run_detail_shows_cards_stage_table_bottleneck_and_charts(
     assert "Re-run failed items" in page
 
 
+def test_run_detail_says_how_many_item_rows_were_lost(
+    admin_client: Client, definition: Any
+) -> None:
+    run = make_run(definition)
+    assert "could not be written" not in admin_client.get(run.get_absolute_url()).content.decode()
+    PipelineRun.objects.filter(pk=run.pk).update(summary={**run.summary, "item_rows_lost": 7})
+    page = admin_client.get(run.get_absolute_url()).content.decode()
+    assert "7 item timing rows could not be written" in page
+
+
 def test_running_run_has_a_live_progress_bar(admin_client: Client, definition: Any) -> None:
     run = make_run(definition, status=RunStatus.RUNNING, items=10)
     PipelineRun.objects.filter(pk=run.pk).update(
