@@ -96,10 +96,12 @@ async def test_queue_wait_is_measured() -> None:
     _ = [x async for x in p.generate_output_stream()]
     recs = p.completed_items
     waits = [r.stages["s"]["queue_wait"] for r in recs]
-    # item k waits for the k items before it (still waiting while in the worker's batch), plus
-    # the worker's wake-up for item 0 (a thread wake-up: can be a few ms on a loaded machine)
+    # Item k waits for the k items before it (still waiting while in the worker's batch), plus
+    # the worker's wake-up for item 0: never less than their work. On a loaded machine the OS
+    # may also hold the worker between a return and the next item, so the bound above is loose.
     for k, w in enumerate(waits):
-        assert abs(w - waits[0] - sum(sl.took[:k])) < 0.002 + 0.0005 * k
+        ahead = sum(sl.took[:k])
+        assert ahead - 0.002 < w - waits[0] < ahead + 0.005 + 0.001 * k, (k, waits, sl.took)
     await p.stop()
 
 
