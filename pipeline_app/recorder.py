@@ -175,7 +175,7 @@ class RunRecorder:
         try:
             next_progress = 0.0
             failures = 0
-            given_up_at = math.inf
+            give_up_at = math.inf
             while True:
                 closing = self._closing.is_set()
                 try:
@@ -187,16 +187,12 @@ class RunRecorder:
                 except TRANSIENT_ERRORS as exc:
                     failures += 1
                     if closing:
-                        given_up_at = min(given_up_at, time.monotonic() + CLOSE_RETRY_SECONDS)
-                        if time.monotonic() >= given_up_at:
+                        give_up_at = min(give_up_at, time.monotonic() + CLOSE_RETRY_SECONDS)
+                        if time.monotonic() >= give_up_at:
                             self._give_up(exc)
                             return
                     self._database_failed(exc, failures)
-                    pause = RETRY_PAUSES[min(failures, len(RETRY_PAUSES)) - 1]
-                    if closing:
-                        time.sleep(pause)
-                    else:  # cut short when the run ends: the final flush is tried at once
-                        self._closing.wait(pause)
+                    self._pause(failures, closing=closing)
                     continue
                 if failures:
                     logger.warning(
@@ -214,9 +210,16 @@ class RunRecorder:
         finally:
             connection.close()
 
+    def _pause(self, failures: int, *, closing: bool) -> None:
+        pause = RETRY_PAUSES[min(failures, len(RETRY_PAUSES)) - 1]
+        if closing:
+            time.sleep(pause)
+        else:  # cut short when the run ends: the final flush is tried at once
+            self._closing.wait(pause)
+
     def _database_failed(self, exc: Exception, failures: int) -> None:
-        """Log the first failure of a row, and drop the connection: it may be broken, and
-        Django reconnects on the next query."""
+        """Log the first of consecutive failures, and drop the connection: it may be broken,
+        and Django reconnects on the next query."""
         if failures == 1:
             logger.warning(
                 "Recorder of run %s: database error (%s: %s); %d item rows wait, retrying",
@@ -263,11 +266,12 @@ class RunRecorder:
                 self._pending_rows += sum(map(_row_count, unwritten))
                 raise
             except DatabaseError as exc:
-                self.rows_lost += sum(map(_row_count, batch))
+                refused = sum(map(_row_count, batch))
+                self.rows_lost += refused
                 logger.error(
                     "Recorder of run %s: the database refused %d item rows (%s: %s)",
                     self.run_id,
-                    sum(map(_row_count, batch)),
+                    refused,
                     type(exc).__name__,
                     exc,
                 )
