@@ -32,7 +32,10 @@ def bounded_date_hierarchy(cl: Any) -> dict[str, Any]:
     def link(filters: dict[str, Any]) -> str:
         return str(cl.get_query_string(filters, [f"{field}__"]))
 
-    bounds = cl.queryset.order_by().aggregate(first=Min(field), last=Max(field))
+    # Two queries: SQLite takes a lone MIN or MAX from the index but scans the whole table for
+    # both in one query (25 ms at 100,000 runs, growing with the table).
+    runs = cl.queryset.order_by()
+    bounds = runs.aggregate(first=Min(field)) | runs.aggregate(last=Max(field))
     if not (bounds["first"] and bounds["last"]):
         return {"show": False}
     first, last = (timezone.localtime(bounds[k]) for k in ("first", "last"))
