@@ -6,8 +6,11 @@
 Builds a throwaway SQLite database under /tmp, measures each page with a small data set, grows
 the data, and measures again. Each figure is the median server time over N requests through
 Django's test client (a logged-in superuser), alternating with a trivial view that also needs
-the session and the user. Goals: large/small <= 1.5x, every page <= 30x the trivial view, and
-the same number of queries at both sizes.
+the session and the user. The growth of a page is large/small with each size's time taken
+against the trivial view measured alongside it: the two phases are minutes apart, and on a
+shared VM the machine's speed drifts more than that between them (the raw large/small is
+printed too). Goals: growth <= 1.5x, every page <= 30x the trivial view, and the same number
+of queries at both sizes.
 """
 
 from __future__ import annotations
@@ -275,19 +278,22 @@ def main() -> None:
     large_label = f"{large_runs:,} runs / {large_items:,} items"
     print(
         f"\n| page | {small_label}: ms (queries) | {large_label}: ms (queries) "
-        "| large/small | xtrivial (large) | goals |"
+        "| large/small raw | growth (vs trivial) | xtrivial (large) | goals |"
     )
-    print("|---|---|---|---|---|---|")
-    trivial_ms = statistics.median([r[1] for rows in results.values() for r in rows])
-    for name, ((s_ms, _, s_q), (l_ms, l_base, l_q)) in results.items():
-        ratio = l_ms / s_ms
+    print("|---|---|---|---|---|---|---|")
+    trivial = [statistics.median([rows[phase][1] for rows in results.values()]) for phase in (0, 1)]
+    for name, ((s_ms, s_base, s_q), (l_ms, l_base, l_q)) in results.items():
         vs_trivial = l_ms / l_base
-        ok = ratio <= 1.5 and vs_trivial <= 30 and s_q == l_q
+        growth = vs_trivial / (s_ms / s_base)
+        ok = growth <= 1.5 and vs_trivial <= 30 and s_q == l_q
         print(
-            f"| {name} | {s_ms:.2f} ({s_q}) | {l_ms:.2f} ({l_q}) | {ratio:.2f}x "
-            f"| {vs_trivial:.1f}x | {'ok' if ok else 'MISSED'} |"
+            f"| {name} | {s_ms:.2f} ({s_q}) | {l_ms:.2f} ({l_q}) | {l_ms / s_ms:.2f}x "
+            f"| {growth:.2f}x | {vs_trivial:.1f}x | {'ok' if ok else 'MISSED'} |"
         )
-    print(f"| trivial view (login required) | {trivial_ms:.2f} (2) | | | 1x | |")
+    print(
+        f"| trivial view (login required) | {trivial[0]:.2f} (2) | {trivial[1]:.2f} (2) "
+        f"| {trivial[1] / trivial[0]:.2f}x | | 1x | |"
+    )
 
 
 if __name__ == "__main__":
