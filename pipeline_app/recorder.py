@@ -236,13 +236,12 @@ class RunRecorder:
         self._pending = []
         self.rows_lost += lost
         logger.error(
-            "Recorder of run %s: the database still fails after %.0f s (%s: %s); %d item rows "
-            "were not written",
+            "Recorder of run %s: the database still fails after %.0f s (%s: %s); %s",
             self.run_id,
             CLOSE_RETRY_SECONDS,
             type(exc).__name__,
             exc,
-            lost,
+            f"{lost} item rows were not written" if lost else "the last progress was not saved",
         )
 
     def _flush_items(self, *, final: bool) -> None:
