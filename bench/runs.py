@@ -79,10 +79,11 @@ def time_inserts() -> None:
     insert = recorder.insert_item_rows
     close = recorder.RunRecorder.close
 
-    def timed(run_id: int, rows: Any) -> None:
+    def timed(run_id: int, rows: Any, **kwargs: Any) -> bool:
         started = time.perf_counter()
-        insert(run_id, rows)
+        written = insert(run_id, rows, **kwargs)
         INSERT_SECONDS[0] += time.perf_counter() - started
+        return written
 
     def timed_close(self: Any) -> None:
         started = time.perf_counter()

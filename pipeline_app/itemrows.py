@@ -24,7 +24,7 @@ from django.db import connection, transaction
 
 from pipeline_app import stamps
 from pipeline_app.engine import StampBatch
-from pipeline_app.models import ItemTiming, storable_text
+from pipeline_app.models import ItemTiming, PipelineRun, storable_text
 
 ITEM_COLUMNS = (
     "run_id",
@@ -292,9 +292,14 @@ def _copy_delivered_row(width: int, path_length: int) -> struct.Struct:
     )
 
 
-def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
+def insert_item_rows(run_id: int, rows: Sequence[Any], *, attempt: int | None = None) -> bool:
     """Insert a run's rows (binary COPY tuples on PostgreSQL; elsewhere tuples and
     :class:`RowBlock` objects) in as few statements as the database allows, without the ORM.
+
+    With ``attempt``, the rows go in only while the run still belongs to that attempt, checked
+    in the same transaction with the run row locked until the commit (a newer attempt deletes
+    the earlier one's rows when it starts, so none may land after that); returns False, having
+    written nothing, when a newer attempt owns the run.
 
     One statement per few thousand rows also matters for the GIL: a per-row ``executemany``
     releases and re-acquires it for every row and then waits behind the pipeline's threads.
@@ -305,6 +310,8 @@ def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
     # The driver's own cursors below raise the driver's exceptions: wrapped as Django's, a
     # caller can tell a lost connection (OperationalError) from refused rows.
     with transaction.atomic(), connection.cursor() as cursor, connection.wrap_database_errors:
+        if attempt is not None and not _owned_by(run_id, attempt):
+            return False
         if connection.vendor == "postgresql":
             raw = cursor.cursor
             # Timings are telemetry: a crash may lose the last fraction of a second of them,
@@ -312,7 +319,7 @@ def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
             raw.execute("SET LOCAL synchronous_commit TO OFF")
             with raw.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
-            return
+            return True
         blocks = [row for row in rows if type(row) is RowBlock]
         tuples = [row for row in rows if type(row) is not RowBlock]
         if connection.vendor == "sqlite":
@@ -338,6 +345,14 @@ def insert_item_rows(run_id: int, rows: Sequence[Any]) -> None:
                     f"INSERT INTO {table} ({columns}) VALUES {values}",
                     list(chain.from_iterable(chunk)),
                 )
+    return True
+
+
+def _owned_by(run_id: int, attempt: int) -> bool:
+    """Whether ``attempt`` still owns the run, holding its row until the transaction ends (on
+    PostgreSQL: a claim by another worker waits; SQLite's writers take turns anyway)."""
+    owner = PipelineRun.objects.select_for_update(no_key=True).filter(pk=run_id, attempt=attempt)
+    return bool(owner.values_list("pk", flat=True))
 
 
 def _statements(count: int, most: int) -> Iterator[tuple[int, int]]:

@@ -257,7 +257,7 @@ class RunRecorder:
         batches = list(_batches(rows, self.batch_size))
         for index, batch in enumerate(batches):
             try:
-                insert_item_rows(self.run_id, batch)
+                written = insert_item_rows(self.run_id, batch, attempt=self.attempt)
             except TRANSIENT_ERRORS:
                 # this batch was rolled back: it and the rest go first in the queue again
                 unwritten = list(chain.from_iterable(batches[index:]))
@@ -274,6 +274,10 @@ class RunRecorder:
                     type(exc).__name__,
                     exc,
                 )
+            else:
+                if not written:  # a newer attempt owns the run (our lease expired meanwhile)
+                    self._fenced()
+                    return
 
     def _row(self, record: Any) -> Any:
         seq = original_seq(record.seq, self.seq_map)
@@ -304,8 +308,11 @@ class RunRecorder:
         if ours.update(**fields):
             self.cancel_requested.set()
         else:
-            logger.warning("Run %s belongs to a newer attempt; this one stops", self.run_id)
-            self.fenced_out.set()
+            self._fenced()
+
+    def _fenced(self) -> None:
+        logger.warning("Run %s belongs to a newer attempt; this one stops", self.run_id)
+        self.fenced_out.set()
 
 
 def _row_count(row: Any) -> int:

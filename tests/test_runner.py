@@ -246,6 +246,22 @@ def _assert_every_row_once(run: Any, count: int) -> None:
     assert "item_rows_lost" not in run.summary
 
 
+def _timed_records(count: int) -> list[Any]:
+    """``count`` items' timing records from a real engine run."""
+    records: list[Any] = []
+
+    async def run() -> None:
+        pipeline: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(
+            enable_timing=True, on_item_timings=records.extend
+        )
+        pipeline.add_stage("inc", lambda x: x + 1)
+        async with pipeline:
+            _ = [x async for x in pipeline.run(range(count))]
+
+    asyncio.run(run())
+    return records
+
+
 @pytest.fixture
 def short_sqlite_busy_timeout() -> Iterator[None]:
     """New SQLite connections (the recorder's) give up on a lock after 0.1 s instead of 20 s."""
@@ -317,17 +333,7 @@ def test_rows_the_database_never_takes_are_counted_once_the_retry_time_is_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setattr(recorder, "CLOSE_RETRY_SECONDS", 0.5)
-    records: list[Any] = []
-
-    async def timed_items() -> None:
-        pipeline: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(
-            enable_timing=True, on_item_timings=records.extend
-        )
-        pipeline.add_stage("inc", lambda x: x + 1)
-        async with pipeline:
-            _ = [x async for x in pipeline.run(range(30))]
-
-    asyncio.run(timed_items())
+    records = _timed_records(30)
     run = claimed_run(make_definition(stages=["test-inc"]))
     writer = recorder.RunRecorder(run)
     blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
@@ -346,3 +352,19 @@ def test_rows_the_database_never_takes_are_counted_once_the_retry_time_is_up(
     assert writer.rows_lost == 30
     assert not ItemTiming.objects.filter(run=run).exists()
     assert "30 item rows were not written" in caplog.text
+
+
+def test_item_rows_stop_as_soon_as_a_newer_attempt_owns_the_run() -> None:
+    records = _timed_records(30)
+    run = claimed_run(make_definition(stages=["test-inc"]))
+    writer = recorder.RunRecorder(run)
+    writer.start()
+    writer.record_items(records[:15])
+    wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
+    # another worker took the run over (this attempt's lease ran out, say in a long outage)
+    type(run).objects.filter(pk=run.pk).update(attempt=run.attempt + 1)
+    writer.record_items(records[15:])
+    writer.close()
+
+    assert ItemTiming.objects.filter(run=run).count() == 15
+    assert writer.fenced_out.is_set()
