@@ -16,9 +16,9 @@ _POSITIVE_NUMBERS = (
     "POLL_INTERVAL",
     "LEASE_SECONDS",
     "PROGRESS_INTERVAL",
-    "ITEM_TIMING_BATCH_SIZE",
     "ITEM_TIMING_SAMPLE_EVERY",
 )
+_POSITIVE_NUMBERS_OR_NONE = ("ITEM_TIMING_BATCH_SIZE",)
 _NON_NEGATIVE_NUMBERS = (
     "SHUTDOWN_GRACE_SECONDS",
     "ITEM_TIMING_LIMIT",
@@ -50,6 +50,7 @@ def check_settings(
     ]
     config = conf.get_config()
     errors += _check_numbers(config, _POSITIVE_NUMBERS, allow_zero=False)
+    errors += _check_numbers(config, _POSITIVE_NUMBERS_OR_NONE, allow_zero=False, allow_none=True)
     errors += _check_numbers(config, _NON_NEGATIVE_NUMBERS, allow_zero=True)
     if (
         config["LEASE_SECONDS"]
@@ -75,19 +76,22 @@ def check_settings(
 
 
 def _check_numbers(
-    config: dict[str, Any], names: Iterable[str], *, allow_zero: bool
+    config: dict[str, Any], names: Iterable[str], *, allow_zero: bool, allow_none: bool = False
 ) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
     for name in names:
         value = config[name]
+        if value is None and allow_none:
+            continue
         valid = isinstance(value, int | float) and not isinstance(value, bool)
         if valid and (value < 0 or (value == 0 and not allow_zero)):
             valid = False
         if not valid:
             bound = "a non-negative" if allow_zero else "a positive"
+            alternative = " or None" if allow_none else ""
             errors.append(
                 Error(
-                    f"PIPELINE_APP[{name!r}] must be {bound} number, got {value!r}.",
+                    f"PIPELINE_APP[{name!r}] must be {bound} number{alternative}, got {value!r}.",
                     id="pipeline_app.E003",
                 )
             )

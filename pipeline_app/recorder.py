@@ -45,6 +45,10 @@ from pipeline_app.models import ItemStatus, PipelineRun
 
 logger = logging.getLogger(__name__)
 
+# Rows per transaction unless ITEM_TIMING_BATCH_SIZE says (see conf.py for why they differ).
+SQLITE_BATCH_SIZE = 20_000
+BATCH_SIZE = 5_000
+
 RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts; then the last one
 CLOSE_RETRY_SECONDS = 10.0  # how long the ended run's last rows are retried before given up
 
@@ -95,7 +99,9 @@ class RunRecorder:
         self.attempt = run.attempt
         self.seq_map = seq_map
         self.on_progress = on_progress
-        self.batch_size: int = config["ITEM_TIMING_BATCH_SIZE"]
+        self.batch_size: int = config["ITEM_TIMING_BATCH_SIZE"] or (
+            SQLITE_BATCH_SIZE if connection.vendor == "sqlite" else BATCH_SIZE
+        )
         self.interval: float = config["PROGRESS_INTERVAL"]
         self.lease = timedelta(seconds=config["LEASE_SECONDS"])
         self.retention = RetentionPolicy(

@@ -31,6 +31,15 @@ def test_bad_numbers_are_E003() -> None:
         assert ids(check_settings()) == ["pipeline_app.E003", "pipeline_app.E003"]
 
 
+def test_the_item_timing_batch_size_is_a_positive_number_or_none() -> None:
+    with override_settings(PIPELINE_APP={"ITEM_TIMING_BATCH_SIZE": None}):
+        assert check_settings() == []
+    with override_settings(PIPELINE_APP={"ITEM_TIMING_BATCH_SIZE": 0}):
+        messages = check_settings()
+    assert ids(messages) == ["pipeline_app.E003"]
+    assert "positive number or None" in messages[0].msg
+
+
 def test_file_roots_must_be_a_list_E004() -> None:
     with override_settings(PIPELINE_APP={"FILE_ROOTS": "/tmp"}):
         assert ids(check_settings()) == ["pipeline_app.E004"]
