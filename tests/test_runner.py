@@ -309,12 +309,16 @@ def test_a_killed_database_connection_is_replaced_and_no_item_row_is_lost(
         source_params={"count": 400},
     )
     run = claimed_run(definition)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        (before_run,) = cursor.fetchone()
     thread, finished = _run_in_thread(run)
     wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
     with connection.cursor() as cursor:  # as a server restart or an idle-connection killer would
         cursor.execute(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND backend_start >= %s",
+            [before_run],
         )
         # the recorder's connection and the runner thread's, idle until the final write
         assert cursor.fetchone() == (2,)
