@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pipeline_app.models import PipelineRun, RunStatus, StageStat, storable_text
+from pipeline_app.retries import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     """Write the final status, summary and stage stats, fenced by the run's attempt."""
     if outcome.status == RunStatus.QUEUED:
         return requeue(run, outcome)
-    summary = outcome.summary or {}
+    summary = dict(outcome.summary or {})  # a copy: a retried call finds the outcome intact
     now = timezone.now()
     fields: dict[str, Any] = {
         "status": outcome.status,
@@ -65,6 +66,8 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
             if updated and summary:
                 StageStat.objects.filter(run=run).delete()
                 StageStat.objects.bulk_create(stage_stats(run, summary))
+    except TRANSIENT_ERRORS:  # nothing wrong with the results: the caller tries again
+        raise
     except Exception as exc:  # e.g. a sink result the database cannot store: still end the run
         logger.exception("Run %s: its results could not be stored", run.pk)
         updated = ours.update(

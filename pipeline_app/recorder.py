@@ -15,7 +15,6 @@ runner puts in the run's summary).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import math
@@ -27,7 +26,7 @@ from functools import partial
 from itertools import chain
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from pipeline_app import conf
@@ -42,6 +41,7 @@ from pipeline_app.itemrows import (
     original_seq,
 )
 from pipeline_app.models import ItemStatus, PipelineRun
+from pipeline_app.retries import TRANSIENT_ERRORS, drop_connection, pause_after
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,7 @@ logger = logging.getLogger(__name__)
 SQLITE_BATCH_SIZE = 20_000
 BATCH_SIZE = 5_000
 
-RETRY_PAUSES = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # seconds between attempts; then the last one
 CLOSE_RETRY_SECONDS = 10.0  # how long the ended run's last rows are retried before given up
-
-# What a retry can cure: the connection or the server, not the rows (a refused row fails again).
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
 
 class RetentionPolicy:
@@ -217,15 +213,14 @@ class RunRecorder:
             connection.close()
 
     def _pause(self, failures: int, *, closing: bool) -> None:
-        pause = RETRY_PAUSES[min(failures, len(RETRY_PAUSES)) - 1]
+        pause = pause_after(failures)
         if closing:
             time.sleep(pause)
         else:  # cut short when the run ends: the final flush is tried at once
             self._closing.wait(pause)
 
     def _database_failed(self, exc: Exception, failures: int) -> None:
-        """Log the first of consecutive failures, and drop the connection: it may be broken,
-        and Django reconnects on the next query."""
+        """Log the first of consecutive failures, and drop the connection."""
         if failures == 1:
             logger.warning(
                 "Recorder of run %s: database error (%s: %s); %d item rows wait, retrying",
@@ -234,8 +229,7 @@ class RunRecorder:
                 exc,
                 self._pending_rows,
             )
-        with contextlib.suppress(DatabaseError):
-            connection.close()
+        drop_connection()
 
     def _give_up(self, exc: Exception) -> None:
         lost = sum(_row_count(row) for row in self._pending)

@@ -28,6 +28,7 @@ from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, StageStat
 from pipeline_app.outcome import Outcome, error_dict, finish
 from pipeline_app.recorder import RunRecorder
 from pipeline_app.registry import registry
+from pipeline_app.retries import retrying
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,12 @@ def execute(
     if recorder.rows_lost:  # the summary still counts every item; the rows tell fewer
         outcome.summary = {**(outcome.summary or {}), "item_rows_lost": recorder.rows_lost}
     _drop_dead_connection()
-    return finish(run, outcome)
+    # Until the lease runs out: the run is ours that long, and the final status is its record.
+    return retrying(
+        lambda: finish(run, outcome),
+        what=f"Run {run.pk}: final status",
+        seconds=conf.get("LEASE_SECONDS"),
+    )
 
 
 def _drop_dead_connection() -> None:

@@ -17,6 +17,8 @@ from django.test import override_settings
 from pipeline_app import recorder, runner
 from pipeline_app.engine import AsyncTaskPipeline
 from pipeline_app.models import ItemStatus, ItemTiming, RunStatus, StageStat
+from pipeline_app.outcome import Outcome, finish
+from pipeline_app.retries import retrying
 from tests.factories import claimed_run, make_definition
 from tests.helpers import wait_until
 from tests.pipelines import COLLECTED
@@ -372,3 +374,32 @@ def test_item_rows_stop_as_soon_as_a_newer_attempt_owns_the_run() -> None:
 
     assert ItemTiming.objects.filter(run=run).count() == 15
     assert writer.fenced_out.is_set()
+
+
+def test_a_locked_database_delays_the_final_status_but_does_not_falsify_it(
+    short_sqlite_busy_timeout: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = claimed_run(make_definition(stages=["test-inc"]))
+    error = {"seq": 3, "stage": "s", "type": "ValueError", "message": "m", "traceback": "t"}
+    outcome = Outcome(summary={"errors": [error], "p50_total_latency": 0.25})
+    finished: list[Any] = []
+
+    def write_final_status() -> None:  # as runner.execute ends, on the run's own thread
+        try:
+            finished.append(retrying(lambda: finish(run, outcome), what="final status", seconds=10))
+        finally:
+            connections.close_all()
+
+    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    writer = threading.Thread(target=write_final_status)
+    writer.start()
+    time.sleep(0.6)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    writer.join(10)
+
+    run = finished[0]
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert run.errors == [error] and run.p50_latency == 0.25
+    assert "database is locked" in caplog.text
