@@ -29,7 +29,7 @@ from typing import Any
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
-from pipeline_app import conf
+from pipeline_app import conf, retries
 from pipeline_app.engine import StampBatch
 from pipeline_app.itemrows import (
     RowBlock,
@@ -41,7 +41,7 @@ from pipeline_app.itemrows import (
     original_seq,
 )
 from pipeline_app.models import ItemStatus, PipelineRun
-from pipeline_app.retries import TRANSIENT_ERRORS, drop_connection, pause_after
+from pipeline_app.retries import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -193,16 +193,12 @@ class RunRecorder:
                         if time.monotonic() >= give_up_at:
                             self._give_up(exc)
                             return
-                    self._database_failed(exc, failures)
+                    what = f"Recorder of run {self.run_id} ({self._pending_rows} item rows wait)"
+                    retries.failed(what, exc, failures)
                     self._pause(failures, closing=closing)
                     continue
-                if failures:
-                    logger.warning(
-                        "Recorder of run %s: the database is back after %d failed attempts",
-                        self.run_id,
-                        failures,
-                    )
-                    failures = 0
+                retries.recovered(f"Recorder of run {self.run_id}", failures)
+                failures = 0
                 if closing:
                     return
                 self._wake.wait(self.interval)
@@ -213,23 +209,11 @@ class RunRecorder:
             connection.close()
 
     def _pause(self, failures: int, *, closing: bool) -> None:
-        pause = pause_after(failures)
+        pause = retries.pause_after(failures)
         if closing:
             time.sleep(pause)
         else:  # cut short when the run ends: the final flush is tried at once
             self._closing.wait(pause)
-
-    def _database_failed(self, exc: Exception, failures: int) -> None:
-        """Log the first of consecutive failures, and drop the connection."""
-        if failures == 1:
-            logger.warning(
-                "Recorder of run %s: database error (%s: %s); %d item rows wait, retrying",
-                self.run_id,
-                type(exc).__name__,
-                exc,
-                self._pending_rows,
-            )
-        drop_connection()
 
     def _give_up(self, exc: Exception) -> None:
         lost = sum(_row_count(row) for row in self._pending)

@@ -31,11 +31,19 @@ def pause_after(failures: int) -> float:
     return RETRY_PAUSES[min(failures, len(RETRY_PAUSES)) - 1]
 
 
-def drop_connection() -> None:
-    """Close this thread's connection, which may be broken; Django reconnects on the next
-    query."""
+def failed(what: str, exc: Exception, failures: int) -> None:
+    """After the ``failures``-th transient error in a row: log the first of them, and close this
+    thread's connection, which may be broken (Django reconnects on the next query)."""
+    if failures == 1:
+        logger.warning("%s: database error (%s: %s); retrying", what, type(exc).__name__, exc)
     with contextlib.suppress(DatabaseError):
         connection.close()
+
+
+def recovered(what: str, failures: int) -> None:
+    """A write went through after ``failures`` transient errors in a row."""
+    if failures:
+        logger.warning("%s: the database is back after %d failed attempts", what, failures)
 
 
 def retrying(write: Callable[[], R], *, what: str, seconds: float) -> R:
@@ -51,13 +59,8 @@ def retrying(write: Callable[[], R], *, what: str, seconds: float) -> R:
             pause = pause_after(failures)
             if time.monotonic() + pause > give_up_at:
                 raise
-            if failures == 1:
-                logger.warning(
-                    "%s: database error (%s: %s); retrying", what, type(exc).__name__, exc
-                )
-            drop_connection()
+            failed(what, exc, failures)
             time.sleep(pause)
             continue
-        if failures:
-            logger.warning("%s: the database is back after %d failed attempts", what, failures)
+        recovered(what, failures)
         return result

@@ -18,8 +18,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection
-
 from pipeline_app import conf, params
 from pipeline_app.assembly import build_pipeline, expected_items, validated_params
 from pipeline_app.builtins import Sink, SinkContext
@@ -106,25 +104,14 @@ def execute(
         recorder.close()
     if recorder.rows_lost:  # the summary still counts every item; the rows tell fewer
         outcome.summary = {**(outcome.summary or {}), "item_rows_lost": recorder.rows_lost}
-    _drop_dead_connection()
     # Until the lease runs out: the run is ours that long, and the final status is its record.
+    # (This thread's connection sat idle while the run went on, maybe for hours: if a server
+    # restart or an idle timeout ended it, the first attempt fails and the next reconnects.)
     return retrying(
         lambda: finish(run, outcome),
         what=f"Run {run.pk}: final status",
         seconds=conf.get("LEASE_SECONDS"),
     )
-
-
-def _drop_dead_connection() -> None:
-    """This thread's connection sat idle while the run went on, maybe for hours: a server
-    restart or an idle timeout may have ended it, and the final status must still be written
-    (one ``SELECT 1``; Django reconnects on the next query)."""
-    if (
-        not connection.in_atomic_block
-        and connection.connection is not None
-        and not connection.is_usable()
-    ):
-        connection.close()
 
 
 async def _drive(

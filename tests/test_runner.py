@@ -6,7 +6,8 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -227,18 +228,36 @@ def test_the_recorder_writes_a_whole_run_over_one_connection() -> None:
     assert sum(name.startswith("pipeline_app-recorder") for name in opened) == 1
 
 
-def _run_in_thread(run: Any) -> tuple[threading.Thread, list[Any]]:
-    finished: list[Any] = []
+def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Start ``call()`` on its own thread (with its own connection, as a job's); the list gets
+    its result."""
+    results: list[Any] = []
 
-    def execute() -> None:
+    def target() -> None:
         try:
-            finished.append(runner.execute(run))
+            results.append(call())
         finally:
             connections.close_all()  # this thread's
 
-    thread = threading.Thread(target=execute)
+    thread = threading.Thread(target=target)
     thread.start()
-    return thread, finished
+    return thread, results
+
+
+def _run_in_thread(run: Any) -> tuple[threading.Thread, list[Any]]:
+    return _in_thread(lambda: runner.execute(run))
+
+
+@contextmanager
+def _sqlite_write_lock() -> Iterator[None]:
+    """SQLite's write lock, held as another busy writer would hold it."""
+    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
 
 
 def _assert_every_row_once(run: Any, count: int) -> None:
@@ -287,11 +306,8 @@ def test_a_locked_database_delays_item_rows_and_progress_but_loses_none(
     run = claimed_run(definition)
     thread, finished = _run_in_thread(run)
     wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
-    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")  # the write lock, as another busy writer would hold it
-    time.sleep(1.0)
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    with _sqlite_write_lock():
+        time.sleep(1.0)
     thread.join(30)
 
     run = finished[0]
@@ -342,17 +358,12 @@ def test_rows_the_database_never_takes_are_counted_once_the_retry_time_is_up(
     records = _timed_records(30)
     run = claimed_run(make_definition(stages=["test-inc"]))
     writer = recorder.RunRecorder(run)
-    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    try:
+    with _sqlite_write_lock():
         writer.start()
         writer.record_items(records)
         started = time.monotonic()
         writer.close()
         waited = time.monotonic() - started
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
 
     assert 0.5 <= waited < 5
     assert writer.rows_lost == 30
@@ -382,21 +393,11 @@ def test_a_locked_database_delays_the_final_status_but_does_not_falsify_it(
     run = claimed_run(make_definition(stages=["test-inc"]))
     error = {"seq": 3, "stage": "s", "type": "ValueError", "message": "m", "traceback": "t"}
     outcome = Outcome(summary={"errors": [error], "p50_total_latency": 0.25})
-    finished: list[Any] = []
-
-    def write_final_status() -> None:  # as runner.execute ends, on the run's own thread
-        try:
-            finished.append(retrying(lambda: finish(run, outcome), what="final status", seconds=10))
-        finally:
-            connections.close_all()
-
-    blocker = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    writer = threading.Thread(target=write_final_status)
-    writer.start()
-    time.sleep(0.6)
-    blocker.execute("ROLLBACK")
-    blocker.close()
+    with _sqlite_write_lock():  # as runner.execute ends, on the run's own thread
+        writer, finished = _in_thread(
+            lambda: retrying(lambda: finish(run, outcome), what="final status", seconds=10)
+        )
+        time.sleep(0.6)
     writer.join(10)
 
     run = finished[0]
