@@ -24,7 +24,7 @@ from django.db import connection, transaction
 
 from pipeline_app import stamps
 from pipeline_app.engine import StampBatch
-from pipeline_app.models import ItemTiming, PipelineRun, storable_text
+from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, storable_text
 
 ITEM_COLUMNS = (
     "run_id",
@@ -349,9 +349,12 @@ def insert_item_rows(run_id: int, rows: Sequence[Any], *, attempt: int | None = 
 
 
 def _owned_by(run_id: int, attempt: int) -> bool:
-    """Whether ``attempt`` still owns the run, holding its row until the transaction ends (on
-    PostgreSQL: a claim by another worker waits; SQLite's writers take turns anyway)."""
-    owner = PipelineRun.objects.select_for_update(no_key=True).filter(pk=run_id, attempt=attempt)
+    """Whether ``attempt`` still owns the run (and it still runs: the sweeper may have requeued
+    it or marked it lost), holding its row until the transaction ends (on PostgreSQL: a claim
+    by another worker waits; SQLite's writers take turns anyway)."""
+    owner = PipelineRun.objects.select_for_update(no_key=True).filter(
+        pk=run_id, attempt=attempt, status=RunStatus.RUNNING
+    )
     return bool(owner.values_list("pk", flat=True))
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from pipeline_app.itemrows import original_seq
 from pipeline_app.models import PipelineRun, RunStatus, StageStat, storable_text
 from pipeline_app.retries import TRANSIENT_ERRORS
 
@@ -29,9 +31,11 @@ class Outcome:
     source_failed: bool = False
 
 
-def error_dict(error: Any) -> dict[str, Any]:
+def error_dict(error: Any, seq_map: Sequence[int] | None = None) -> dict[str, Any]:
+    """An engine error record as stored on the run, the item named by its input position
+    (``seq_map``: a re-run of chosen items numbers them from 0)."""
     return {
-        "seq": error.seq,
+        "seq": original_seq(error.seq, seq_map),
         "stage": error.stage,
         "type": error.exc_type,
         "message": storable_text(error.message),

@@ -2,8 +2,9 @@
 database: item timings in bulk batches (with the retention cap), the throttled progress snapshot
 with the lease heartbeat, and the cancel flag read back on each of those writes.
 
-Every write is fenced by the run's ``attempt``: once another attempt owns the run, nothing more
-is written and :attr:`RunRecorder.fenced_out` is set so the runner stops.
+Every write is fenced by the run's ``attempt`` and its ``running`` status: once another attempt
+owns the run, or the lease sweeper requeued it or marked it lost, nothing more is written and
+:attr:`RunRecorder.fenced_out` is set so the runner stops.
 
 A database that is briefly unreachable or locked (a restart, a failover, a killed connection,
 SQLite's busy timeout) does not end the recording: the unwritten rows stay queued and the writer
@@ -40,7 +41,7 @@ from pipeline_app.itemrows import (
     item_row,
     original_seq,
 )
-from pipeline_app.models import ItemStatus, PipelineRun
+from pipeline_app.models import ItemStatus, PipelineRun, RunStatus
 from pipeline_app.retries import TRANSIENT_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -286,7 +287,9 @@ class RunRecorder:
             "heartbeat_at": now,
             "lease_expires_at": now + self.lease,
         }
-        ours = PipelineRun.objects.filter(pk=self.run_id, attempt=self.attempt)
+        ours = PipelineRun.objects.filter(
+            pk=self.run_id, attempt=self.attempt, status=RunStatus.RUNNING
+        )
         if ours.filter(cancel_requested=False).update(**fields):
             return
         if ours.update(**fields):
@@ -295,7 +298,10 @@ class RunRecorder:
             self._fenced()
 
     def _fenced(self) -> None:
-        logger.warning("Run %s belongs to a newer attempt; this one stops", self.run_id)
+        logger.warning(
+            "Run %s is no longer this attempt's (requeued, lost or taken over); it stops",
+            self.run_id,
+        )
         self.fenced_out.set()
 
 

@@ -22,6 +22,7 @@ from pipeline_app import conf, params
 from pipeline_app.assembly import build_pipeline, expected_items, validated_params
 from pipeline_app.builtins import Sink, SinkContext
 from pipeline_app.engine import AsyncTaskPipeline, StageError
+from pipeline_app.itemrows import original_seq
 from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, StageStat
 from pipeline_app.outcome import Outcome, error_dict, finish
 from pipeline_app.recorder import RunRecorder
@@ -149,7 +150,8 @@ async def _drive(
                     outcome.error_message = f"Timed out after {timeout:g} s."
     except StageError as exc:
         outcome.status = RunStatus.FAILED
-        outcome.error_message = f"Stage {exc.stage!r} failed on item {exc.seq}: {exc.__cause__!r}"
+        item = original_seq(exc.seq, seq_map)
+        outcome.error_message = f"Stage {exc.stage!r} failed on item {item}: {exc.__cause__!r}"
         outcome.traceback = "".join(traceback.format_exception(exc))
     except SinkError as exc:
         outcome.status = RunStatus.FAILED
@@ -169,7 +171,7 @@ async def _drive(
         outcome.summary["latency_histogram"] = pipeline.latency_histogram()
         outcome.summary.setdefault("duration", time.perf_counter() - started)
         outcome.summary["errors"] = [
-            error_dict(e) for e in pipeline.errors[: conf.get("MAX_RECORDED_ERRORS")]
+            error_dict(e, seq_map) for e in pipeline.errors[: conf.get("MAX_RECORDED_ERRORS")]
         ]
         recorder.publish_progress(_snapshot(pipeline, expected, final=True))
     if outcome.source_failed and outcome.status == RunStatus.SUCCEEDED:
@@ -215,7 +217,10 @@ async def _guarded_source(
 _STOP_OUTCOMES = {
     "cancel": (RunStatus.CANCELLED, "Cancelled on request."),
     "shutdown": (RunStatus.QUEUED, "Requeued: its worker shut down before the run finished."),
-    "fenced": (RunStatus.FAILED, "Another attempt took over this run (lease expired)."),
+    "fenced": (
+        RunStatus.FAILED,
+        "This attempt lost its lease: the run was requeued, marked lost or taken over.",
+    ),
 }
 
 

@@ -8,14 +8,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.signals import connection_created
 from django.test import override_settings
+from django.utils import timezone
 
-from pipeline_app import recorder, runner
+from pipeline_app import jobs, recorder, runner
 from pipeline_app.engine import AsyncTaskPipeline
 from pipeline_app.models import ItemStatus, ItemTiming, RunStatus, StageStat
 from pipeline_app.outcome import Outcome, finish
@@ -176,6 +178,30 @@ def test_rerun_of_selected_items_keeps_their_original_sequence_numbers() -> None
     assert COLLECTED[run.pk] == [4, 8, 12]
     assert sorted(ItemTiming.objects.filter(run=run).values_list("seq", flat=True)) == [3, 7, 11]
     assert run.items_expected == 3
+
+
+def test_a_rerun_names_failed_items_by_their_input_position() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 10}}], source_params={"count": 45}
+    )
+    run = runner.execute(claimed_run(definition, only_items=[10, 20, 30]))
+
+    assert run.items_errors == 3
+    assert sorted(error["seq"] for error in run.errors) == [10, 20, 30]
+    again = jobs.rerun(run, failed_only=True)  # a re-run of the re-run's failures
+    assert again.only_items == [10, 20, 30]
+
+
+def test_a_rerun_failing_fast_names_the_item_by_its_input_position() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 10}}],
+        source_params={"count": 45},
+        error_policy="fail",
+    )
+    run = runner.execute(claimed_run(definition, only_items=[5, 20]))
+
+    assert run.status == RunStatus.FAILED
+    assert "on item 20:" in run.error_message
 
 
 def test_stale_attempt_cannot_overwrite_a_newer_one() -> None:
@@ -380,6 +406,54 @@ def test_item_rows_stop_as_soon_as_a_newer_attempt_owns_the_run() -> None:
     wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
     # another worker took the run over (this attempt's lease ran out, say in a long outage)
     type(run).objects.filter(pk=run.pk).update(attempt=run.attempt + 1)
+    writer.record_items(records[15:])
+    writer.close()
+
+    assert ItemTiming.objects.filter(run=run).count() == 15
+    assert writer.fenced_out.is_set()
+
+
+@pytest.mark.timeout(60)
+def test_a_run_the_sweeper_marked_lost_stops_on_its_stale_worker() -> None:
+    """The sweeper leaves the attempt as it is when it marks a run lost (or requeues it): the
+    status fences the old worker as a newer attempt would."""
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
+        source_params={"count": 400},
+        max_attempts=1,
+    )
+    run = claimed_run(definition)
+    thread, _ = _run_in_thread(run)
+    wait_until(
+        lambda: type(run).objects.filter(pk=run.pk, items_out__gt=20).exists(), 20, "progress"
+    )
+    # the worker stalled long enough for its lease to run out
+    type(run).objects.filter(pk=run.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert jobs.sweep_expired_leases() == [run.pk]
+    swept_at = time.monotonic()
+    thread.join(30)
+
+    assert time.monotonic() - swept_at < 2.0  # stopped like a fenced attempt
+    assert len(COLLECTED[run.pk]) < 400
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST
+    assert run.lease_expires_at is None  # not renewed: the run does not look alive
+
+
+@pytest.mark.timeout(60)
+def test_item_rows_stop_once_the_sweeper_requeued_the_run() -> None:
+    records = _timed_records(30)
+    run = claimed_run(make_definition(stages=["test-inc"], max_attempts=2))
+    writer = recorder.RunRecorder(run)
+    writer.start()
+    writer.record_items(records[:15])
+    wait_until(lambda: ItemTiming.objects.filter(run=run).exists(), 10, "first item rows")
+    type(run).objects.filter(pk=run.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert jobs.sweep_expired_leases() == [run.pk]  # queued again, same attempt number
     writer.record_items(records[15:])
     writer.close()
 
