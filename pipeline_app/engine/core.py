@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .channel import Channel, Stopped
 from .errors import ErrorPolicy, ErrorRecord, StageError
@@ -64,6 +64,9 @@ class PipelineCore(Generic[T, U]):
         self._halted = False
         self._stop_future: asyncio.Future[int] | None = None
         self._leftover: list[Envelope] = []
+        # streams whose run() consumer left early: their outputs are dropped up to their EOS
+        self._abandoned_streams = 0
+        self._consumers: set[asyncio.Task[Any]] = set()  # tasks iterating the output now
         self._input_closed = False
         self._eos_sent = 0
         self._t_start = time.perf_counter()

@@ -96,7 +96,8 @@ class InputFeeding(PipelineCore[T, U]):
         """Feed a whole (async) iterable; close the input at its end unless ``close_input=False``.
 
         Returns quietly if the pipeline is stopped meanwhile; an exception from the stream
-        closes the input and propagates.
+        closes the input (``close_input=False`` or not: the output iteration then ends instead
+        of waiting for more) and propagates.
         """
         ch = self._check_running()
         envelope = self._envelope
@@ -126,6 +127,9 @@ class InputFeeding(PipelineCore[T, U]):
         except Stopped:
             self._put_failed()
             return
+        except Exception:
+            close_input = True
+            raise
         finally:
             if close_input and self.running and not self._halted:
                 self.close_input()

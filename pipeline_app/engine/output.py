@@ -14,25 +14,30 @@ spends on the outputs before it in the batch is the consumer's, not the pipeline
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
+from .channel import count_values
 from .core import T, U
-from .item import ERROR, FAIL, HOLE, SENTINEL, VALUE
+from .item import EOS, ERROR, FAIL, HOLE, SENTINEL, VALUE, Envelope
 from .shutdown import Shutdown
 
 
 class OutputIteration(Shutdown[T, U]):
     """The consuming side of :class:`~.pipeline.AsyncTaskPipeline`."""
 
-    async def generate_output_stream(self) -> AsyncIterator[T | U]:
+    async def generate_output_stream(self) -> AsyncGenerator[T | U, None]:
         """Yield outputs in input order until the input is closed and all came out (or stop)."""
         out = self._out
         if out is None:
             raise RuntimeError("Pipeline is not running")
         agg = self._agg
         pc = time.perf_counter
+        consumer = asyncio.current_task()
         out.attach()
+        if consumer is not None:
+            self._consumers.add(consumer)
         try:
             while not self._halted:
                 if self._leftover:
@@ -41,6 +46,10 @@ class OutputIteration(Shutdown[T, U]):
                     batch = await out.get_batch()
                     if not batch:
                         break
+                if self._abandoned_streams:
+                    batch = self._skip_abandoned(batch)
+                    if not batch:
+                        continue
                 taken = pc() if agg is not None else 0.0
                 n = len(batch)
                 end = n  # how much of the batch the consumer took
@@ -76,9 +85,12 @@ class OutputIteration(Shutdown[T, U]):
                             if idx + 1 < n:
                                 self._leftover = batch[idx + 1 :] + self._leftover
                             self._t_last_out = pc()
+                            out.note_delivered_eos()
                             return
                 except BaseException:
                     end = idx + 1  # thrown in at a yield: that output was taken
+                    if end < n:  # the rest stays for the next iteration
+                        self._leftover = batch[end:] + self._leftover
                     raise
                 finally:
                     if agg is not None:
@@ -86,7 +98,22 @@ class OutputIteration(Shutdown[T, U]):
                 self._t_last_out = pc()
         finally:
             out.detach()
+            self._consumers.discard(consumer)  # type: ignore[arg-type]
         fatal = self._fatal
         if fatal is not None:
             await self.stop()
             raise fatal
+
+    def _skip_abandoned(self, batch: list[Envelope]) -> list[Envelope]:
+        """Drop the outputs of streams whose ``run()`` consumer left early, up to and including
+        each one's end-of-stream marker (counted as discarded); return what follows."""
+        while self._abandoned_streams:
+            eos = next((i for i, env in enumerate(batch) if env.kind == EOS), None)
+            dropped = batch if eos is None else batch[: eos + 1]
+            with self._lock:
+                self._discarded += count_values(dropped)
+            if eos is None:
+                return []
+            self._abandoned_streams -= 1
+            batch = batch[eos + 1 :]
+        return batch

@@ -1,7 +1,8 @@
 """The output buffer: the last hop (final stage -> consumer), bridging to the event loop.
 
 It is bounded only while a consumer is attached (an output iteration is running); otherwise it
-spills. See ``pipeline.py``. ``abort()`` wakes every waiter, as in ``channel.py``.
+spills, and so it does while that consumer itself awaits a drain (see ``shutdown.py``). See
+``pipeline.py``. ``abort()`` wakes every waiter, as in ``channel.py``.
 
 Timing on: it returns its enqueue stamps to the putting stage and writes ``q`` only on envelopes
 that carry a per-item record (``stamp_each``), where the record builder reads it; no other
@@ -37,6 +38,8 @@ class OutputBuffer:
         self.aborted = False
         self.eos_seen = 0
         self._eos_waiters: list[asyncio.Future[None]] = []
+        self.eos_delivered = 0  # end-of-stream markers a consumer's iteration reached
+        self.spilling = False  # unbounded although a consumer is attached (see Shutdown.drain)
 
     def __len__(self) -> int:
         return len(self._dq)
@@ -59,7 +62,7 @@ class OutputBuffer:
             while i < n:
                 if self.aborted:
                     raise Stopped(count_values(envs[i:]))
-                if self.attached and cap:
+                if self.attached and cap and not self.spilling:
                     free = cap - len(self._dq)
                     if free <= 0:
                         self._putters += 1
@@ -121,6 +124,33 @@ class OutputBuffer:
                 self._eos_waiters.append(fut)
             await fut
 
+    async def wait_delivered(self, target: int) -> None:
+        """Until a consumer's iteration has reached end-of-stream marker ``target`` (it took
+        every output before it), or nobody consumes any more and the marker is buffered."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self.eos_delivered >= target or self.aborted:
+                    return
+                if not self.attached and self.eos_seen >= target:
+                    return
+                fut: asyncio.Future[None] = loop.create_future()
+                self._eos_waiters.append(fut)
+            await fut
+
+    def note_delivered_eos(self) -> None:
+        """A consumer's iteration reached an end-of-stream marker."""
+        with self._lock:
+            self.eos_delivered += 1
+            futs, self._eos_waiters = self._eos_waiters, []
+        _wake_all(futs)
+
+    def spill(self, on: bool) -> None:
+        """Take outputs without bound even while a consumer is attached (``on``), or not."""
+        with self._lock:
+            self.spilling = on
+            self._not_full.notify_all()
+
     def attach(self) -> None:
         with self._lock:
             self.attached += 1
@@ -130,6 +160,10 @@ class OutputBuffer:
             self.attached -= 1
             if not self.attached:
                 self._not_full.notify_all()
+                futs, self._eos_waiters = self._eos_waiters, []
+            else:
+                futs = []
+        _wake_all(futs)
 
     def abort(self) -> None:
         with self._lock:

@@ -139,6 +139,19 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
         max_error_records: int = 1000,
         stop_timeout: float = 0.5,
     ) -> None:
+        for name, value in (
+            ("max_queue_size", max_queue_size),
+            ("max_item_records", max_item_records),
+            ("max_error_records", max_error_records),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if (
+            not isinstance(stop_timeout, int | float)
+            or isinstance(stop_timeout, bool)
+            or not stop_timeout >= 0
+        ):
+            raise ValueError(f"stop_timeout must be a number of seconds >= 0, got {stop_timeout!r}")
         if error_policy is None:
             error_policy = "return" if return_exceptions else "drop"
         if error_policy not in ERROR_POLICIES:
@@ -231,17 +244,28 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
     async def run(
         self, source: AsyncIterable[T] | Iterable[T], *, close_input: bool = True
     ) -> AsyncIterator[T | U]:
-        """Feed ``source`` concurrently and yield the outputs in order (starts if needed)."""
+        """Feed ``source`` concurrently and yield the outputs in order (starts if needed).
+
+        A consumer that leaves early (``break``, an exception) abandons the stream: feeding
+        stops, and what was fed of it is dropped when it comes out (counted as discarded), so
+        a later ``run()`` sees only its own outputs. With ``close_input=False`` the stream has
+        no end marker to stop at: its remaining outputs stay for the next iteration."""
         if not self.running:
             await self.start()
         feeder = asyncio.create_task(self.process_input_stream(source, close_input=close_input))
+        outputs = self.generate_output_stream()
+        finished = False
         try:
-            async for item in self.generate_output_stream():
+            async for item in outputs:
                 yield item
+            finished = True
         finally:
+            await outputs.aclose()
             if not feeder.done():
                 feeder.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await feeder
+            if not finished and close_input and self.running and not self._halted:
+                self._abandoned_streams += 1
         if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
             raise feeder.exception()  # type: ignore[misc]

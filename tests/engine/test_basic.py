@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -234,3 +236,77 @@ async def test_seed_compat_objects_and_log_helper(caplog: pytest.LogCaptureFixtu
         "transmission_time",
         "total_stage_time",
     }
+
+
+async def test_breaking_out_of_the_output_loop_keeps_the_rest_for_the_next_one() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("inc", lambda x: x + 1)
+    async with p:
+        await p.process_input_stream(range(10))
+        await p.drain()  # every output and the end-of-stream marker are buffered
+        first: list[int] = []
+        outputs = p.generate_output_stream()
+        async for x in outputs:
+            first.append(x)
+            break
+        await outputs.aclose()
+        rest = await asyncio.wait_for(_collect(p), 3)
+
+    assert first + rest == list(range(1, 11))
+
+
+async def _collect(p: AsyncTaskPipeline[int, int]) -> list[int]:
+    return [x async for x in p.generate_output_stream()]
+
+
+async def _slowly(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        yield i
+        await asyncio.sleep(0.002)
+
+
+async def test_a_run_left_early_does_not_leak_into_the_next_run() -> None:
+    def slow_inc(x: int) -> int:
+        time.sleep(0.005)
+        return x + 1
+
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("inc", slow_inc)
+    async with p:
+        first: list[int] = []
+        outputs = p.run(_slowly(50))
+        async for x in outputs:
+            first.append(x)
+            if len(first) == 3:
+                break
+        await outputs.aclose()
+        second = await asyncio.wait_for(_collect_run(p, range(1000, 1010)), 5)
+        summary = p.get_latency_summary()
+
+    assert first == [1, 2, 3]
+    assert second == list(range(1001, 1011))
+    # what was fed of the first stream and not delivered was dropped, and counted
+    assert summary["in_flight"] == 0
+    assert summary["discarded_count"] == summary["items_in"] - summary["items_out"]
+    assert summary["items_out"] == 13
+
+
+async def _collect_run(p: AsyncTaskPipeline[int, int], source: range) -> list[int]:
+    return [x async for x in p.run(source)]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_queue_size": None},
+        {"max_queue_size": "10"},
+        {"max_queue_size": -1},
+        {"max_item_records": 1.5},
+        {"stop_timeout": None},
+        {"stop_timeout": -1},
+    ],
+)
+def test_bad_constructor_arguments_are_refused_at_once(kwargs: dict[str, object]) -> None:
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        AsyncTaskPipeline(**kwargs)  # type: ignore[arg-type]

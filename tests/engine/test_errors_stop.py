@@ -6,12 +6,13 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
 from pipeline_app.engine import AsyncTaskPipeline, ItemRecord, StageError
 
-from .funcs import agen, fail_7_late_27_early, fail_on_7
+from .funcs import agen, fail_7_late_27_early, fail_on_7, inc
 
 
 def _stage_threads() -> list[str]:
@@ -226,3 +227,107 @@ async def test_raise_policy_is_ordered_with_workers(executor: str) -> None:
     assert [r.seq for r in records if r.status == "ok"] == list(range(7))
     assert [(r.seq, r.error_stage) for r in records if r.status == "error"] == [(7, "check")]
     assert not p.running and not _stage_threads()
+
+
+async def test_a_stop_whose_caller_was_cancelled_still_completes() -> None:
+    def slow(x: int) -> int:
+        time.sleep(0.3)
+        return x
+
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(stop_timeout=1.0)
+    p.add_stage("slow", slow)
+    await p.start()
+    await p.process_input_data(1)
+    await asyncio.sleep(0.05)  # the stage is inside slow()
+    first = asyncio.create_task(p.stop())
+    await asyncio.sleep(0.05)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+    assert await p.stop() == 0  # awaits the first stop's work, raises nothing
+    assert not p.running
+    assert _stage_threads() == []
+
+
+async def test_stop_with_drain_waits_for_a_concurrent_consumer() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=10)
+    p.add_stage("inc", inc)
+    await p.start()
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for x in p.generate_output_stream():
+            got.append(x)
+            await asyncio.sleep(0.001)  # a little I/O per output
+
+    consumer = asyncio.create_task(consume())
+    for i in range(100):
+        await p.process_input_data(i)
+    discarded = await p.stop(drain=True)
+    await asyncio.wait_for(consumer, 5)
+
+    assert (got, discarded) == ([x + 1 for x in range(100)], 0)
+
+
+async def test_stop_with_drain_inside_the_consumer_loop_returns() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=2)
+    p.add_stage("inc", inc)
+    await p.start()
+    for i in range(50):
+        p.put_input_data(i)  # from the event loop thread: never blocks
+    got: list[int] = []
+    discarded: list[int] = []
+
+    async def consume() -> None:
+        async for x in p.generate_output_stream():
+            got.append(x)
+            if len(got) == 1:
+                discarded.append(await p.stop(drain=True))
+
+    await asyncio.wait_for(consume(), 5)
+
+    assert got == [1]  # the loop ends at the stop; the drained rest is counted, not lost
+    assert discarded == [49]
+
+
+async def test_drain_inside_the_consumer_loop_then_every_output_comes() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=2)
+    p.add_stage("inc", inc)
+    async with p:
+        for i in range(50):
+            p.put_input_data(i)
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for x in p.generate_output_stream():
+                got.append(x)
+                if len(got) == 1:
+                    await p.drain()
+
+        await asyncio.wait_for(consume(), 5)
+
+    assert got == [x + 1 for x in range(50)]
+
+
+async def _source_that_breaks() -> AsyncIterator[int]:
+    yield 1
+    yield 2
+    raise ValueError("source broke")
+
+
+@pytest.mark.parametrize("close_input", [True, False])
+async def test_a_source_error_ends_run_and_propagates(close_input: bool) -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("same", lambda x: x)
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for x in p.run(_source_that_breaks(), close_input=close_input):
+            got.append(x)
+
+    async with p:
+        with pytest.raises(ValueError, match="source broke"):
+            await asyncio.wait_for(consume(), 3)
+
+    assert got == [1, 2]
