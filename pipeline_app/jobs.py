@@ -20,6 +20,7 @@ from pipeline_app import conf
 from pipeline_app.assembly import validated_params
 from pipeline_app.hints import notify_workers
 from pipeline_app.models import (
+    ItemStatus,
     PipelineDefinition,
     PipelineRun,
     RunStatus,
@@ -27,6 +28,7 @@ from pipeline_app.models import (
     snapshot_hash,
 )
 from pipeline_app.params import ParamError
+from pipeline_app.params import validate as validate_params
 from pipeline_app.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def submit(
         raise ParamError(
             f"Pipeline {definition.name!r} refers to unregistered {', '.join(missing)}."
         )
+    validate_stage_params(snapshot)
     run_params = normalise_params(params)
     validated_params(snapshot, run_params, trigger=trigger)
     run = PipelineRun.objects.create(
@@ -80,6 +83,13 @@ def submit(
 def create_run(definition: PipelineDefinition, **options: Any) -> PipelineRun:
     """:func:`submit` without the wake-up: for runs this process executes itself."""
     return submit(definition, wake_workers=False, **options)
+
+
+def validate_stage_params(snapshot: dict[str, Any]) -> None:
+    """Check every stage's parameters against its signature, as the runner will."""
+    for stage in snapshot["stages"]:
+        registered = registry.get("stage", stage["stage"])
+        validate_params(f"stage {registered.name!r}", registered.params, stage.get("params") or {})
 
 
 def normalise_params(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -113,25 +123,41 @@ def claim_run(run: PipelineRun, worker_id: str) -> bool:
 def rerun(
     run: PipelineRun, *, user: Any = None, trigger: str = Trigger.API, failed_only: bool = False
 ) -> PipelineRun:
-    """Queue the same pipeline again with the same parameters (only failed items if asked)."""
-    only_items = None
-    if failed_only:
-        from pipeline_app.models import ItemStatus
-
-        only_items = sorted(
-            set(run.item_timings.filter(status=ItemStatus.ERROR).values_list("seq", flat=True))
-            | {int(e["seq"]) for e in run.errors if e.get("seq") is not None}
-        )
-        if not only_items:
-            raise ParamError(f"Run #{run.pk} has no failed items to re-run.")
+    """Queue the same pipeline again with the same parameters and settings (only failed items if
+    asked): the run's snapshot, not the definition as edited since, so the outputs go where they
+    went and failed items' sequence numbers still name the same inputs."""
     return submit(
         run.definition,
         params=run.params,
         user=user,
         trigger=trigger,
-        only_items=only_items,
+        only_items=failed_items(run) if failed_only else None,
         rerun_of=run,
+        overrides=run.snapshot,
     )
+
+
+def failed_items(run: PipelineRun) -> list[int]:
+    """The input sequence numbers of every item that failed in ``run``.
+
+    Raises :class:`ParamError` when there are none, or when they are not all known: without
+    item timings only the first ``MAX_RECORDED_ERRORS`` errors are kept, and a re-run of some
+    of the failures must not pass for a re-run of all of them.
+    """
+    failed_rows = run.item_timings.filter(status=ItemStatus.ERROR)
+    recorded_errors = [e for e in run.errors if e.get("seq") is not None]
+    seqs = sorted(
+        set(failed_rows.values_list("seq", flat=True)) | {int(e["seq"]) for e in recorded_errors}
+    )
+    if not seqs:
+        raise ParamError(f"Run #{run.pk} has no failed items to re-run.")
+    if max(failed_rows.count(), len(recorded_errors)) < run.items_errors:
+        raise ParamError(
+            f"Run #{run.pk} had {run.items_errors} failed items but recorded only "
+            f"{len(seqs)} of them (item timing was off or item rows were lost), so they cannot "
+            "all be re-run; re-run the whole run instead."
+        )
+    return seqs
 
 
 def cancel(run: PipelineRun) -> PipelineRun:
@@ -163,6 +189,17 @@ def claim_next(worker_id: str) -> PipelineRun | None:
         if claim_run(candidate, worker_id):
             return candidate
     return None
+
+
+def release_claim(run: PipelineRun, reason: str) -> bool:
+    """Put back in the queue a run this worker claimed but never started (it is stopping).
+
+    The attempt stays counted: it is the fencing token, and a token is never handed out twice.
+    """
+    released = PipelineRun.objects.filter(
+        pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING
+    ).update(**PipelineRun.REQUEUE_FIELDS, error_message=reason)
+    return bool(released)
 
 
 def requeue_or_lose(run_id: int, attempt: int, reason: str) -> str | None:

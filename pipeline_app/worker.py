@@ -32,6 +32,17 @@ from pipeline_app.progress import RUN_LIST_GROUP, run_group, run_state, state_wi
 logger = logging.getLogger(__name__)
 
 
+# Progress messages of one attempt number from 1 up; pages keep only messages whose seq is above
+# the last one seen, so each attempt numbers its messages above every earlier attempt's.
+SEQ_PER_ATTEMPT = 2**32
+
+
+def progress_seq(attempt: int, sequence: int) -> int:
+    """The ``seq`` of an attempt's ``sequence``-th progress message: increasing across attempts
+    (and exact in JavaScript: attempts are small integers)."""
+    return attempt * SEQ_PER_ATTEMPT + sequence
+
+
 @dataclass
 class _Job:
     run: PipelineRun
@@ -40,6 +51,11 @@ class _Job:
     done: asyncio.Future[None] | None = None
     thread: threading.Thread | None = None
     sequence: int = 0
+    attempt: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        # As claimed: ``run`` is refreshed when the attempt ends, maybe after a later one began.
+        self.attempt = self.run.attempt
 
 
 class JobService:
@@ -162,7 +178,7 @@ class JobService:
             claimed = False
             if len(self.jobs) < self.concurrency:
                 try:
-                    run = await run_db(jobs.claim_next, self.worker_id)
+                    run = await self._claim()
                 except Exception:
                     logger.exception("Claiming a run failed")
                     run = None
@@ -174,6 +190,27 @@ class JobService:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _claim(self) -> PipelineRun | None:
+        """Claim the oldest queued run; if the service stops meanwhile, give the claim back."""
+        claiming = asyncio.ensure_future(run_db(jobs.claim_next, self.worker_id))
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            # Cancelling this task cannot stop the query in its thread: a run it claims would
+            # stay running, with nobody executing it, until its lease ran out.
+            run = None
+            with contextlib.suppress(Exception):  # a claim that failed claimed nothing
+                run = await claiming
+            if run is not None:
+                try:
+                    await run_db(
+                        jobs.release_claim, run, "Requeued: its worker shut down as it claimed it."
+                    )
+                    logger.info("Run %s: claimed while shutting down, requeued", run.pk)
+                except Exception:
+                    logger.exception("Run %s: claimed while shutting down, not requeued", run.pk)
+            raise
 
     async def _sweep_loop(self) -> None:
         interval = max(min(self.poll_interval, self.lease_seconds / 3), 0.2)
@@ -229,7 +266,8 @@ class JobService:
                 loop.call_soon_threadsafe(self._job_finished, job)
 
     def _job_finished(self, job: _Job) -> None:
-        self.jobs.pop(job.run.pk, None)
+        if self.jobs.get(job.run.pk) is job:  # not a later attempt of the run, claimed again
+            del self.jobs[job.run.pk]
         if job.done is not None and not job.done.done():
             job.done.set_result(None)
         self.wake()
@@ -239,7 +277,11 @@ class JobService:
         if self.channel_layer is None or self.loop is None or self.loop.is_closed():
             return
         job.sequence += 1
-        message = {"type": "run.progress", "seq": job.sequence, "run": state}
+        message = {
+            "type": "run.progress",
+            "seq": progress_seq(job.attempt, job.sequence),
+            "run": state,
+        }
         with contextlib.suppress(RuntimeError):  # the loop closed under us: best effort
             asyncio.run_coroutine_threadsafe(self._broadcast(job.run.pk, message), self.loop)
 

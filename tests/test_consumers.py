@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from django.test import Client
 from pipeline_app import jobs, worker
 from pipeline_app.consumers import JobConsumer
 from pipeline_app.models import PipelineRun, RunStatus
-from tests.factories import make_definition
+from tests.factories import claimed_run, make_definition
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -170,3 +171,103 @@ async def test_shutdown_requeues_unfinished_runs_and_leaves_nothing_running(
     assert "worker shut down" in requeued.error_message
     assert requeued.worker_id == ""
     assert (requeued.items_in, requeued.progress, requeued.started_at) == (0, {}, None)
+
+
+async def test_progress_seq_keeps_increasing_when_a_requeued_run_runs_again(
+    viewer_cookie: str,
+) -> None:
+    """A page keeps only messages whose seq is above the last one it saw: after a worker shut
+    down and the next attempt ran, the page must still get that attempt's progress."""
+    definition = await sync_to_async(make_definition)(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.005}}],
+        source_params={"count": 400},
+    )
+    run = await sync_to_async(jobs.submit)(definition)
+    ws = communicator(f"/ws/pipeline/runs/{run.pk}/", viewer_cookie)
+    connected, _ = await ws.connect()
+    assert connected
+    messages: list[dict[str, Any]] = [await ws.receive_json_from(timeout=5)]
+
+    worker._service = None
+    first = worker.get_service()
+    await first.start()
+    await wait_for_status(run.pk, {RunStatus.RUNNING})
+    await asyncio.sleep(1.2)
+    await first.shutdown(grace=0)
+    worker._service = None
+    second = worker.get_service()
+    try:
+        await second.start()
+        while not messages[-1]["run"]["is_finished"]:
+            messages.append(await ws.receive_json_from(timeout=20))
+    finally:
+        await second.shutdown(grace=5)
+        worker._service = None
+        await ws.disconnect()
+    seqs = [m["seq"] for m in messages]
+    assert seqs == sorted(set(seqs)), seqs  # strictly increasing
+    assert {m["run"]["attempt"] for m in messages if m["run"]["status"] == "running"} == {1, 2}
+    assert messages[-1]["run"]["status"] == "succeeded"
+
+
+async def test_a_run_claimed_as_the_service_stops_goes_back_to_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopping cancels the claim loop while the claim query runs in its thread; the query still
+    claims, and the run must not stay running with nobody executing it."""
+    definition = await sync_to_async(make_definition)(source_params={"count": 3}, max_attempts=1)
+    run = await sync_to_async(jobs.create_run)(definition)
+    claiming, release = threading.Event(), threading.Event()
+    claim_next = jobs.claim_next
+
+    def slow_claim_next(worker_id: str) -> PipelineRun | None:
+        claiming.set()
+        release.wait(10)
+        return claim_next(worker_id)
+
+    monkeypatch.setattr(jobs, "claim_next", slow_claim_next)
+    service = worker.JobService(worker_id="w", concurrency=1)
+    await service.start()
+    while not claiming.is_set():
+        await asyncio.sleep(0.01)
+    stopping = asyncio.ensure_future(service.shutdown(grace=2))
+    await asyncio.sleep(0.1)
+    release.set()
+    await stopping
+    requeued = await PipelineRun.objects.aget(pk=run.pk)
+    assert requeued.status == RunStatus.QUEUED
+    assert (requeued.worker_id, requeued.lease_expires_at) == ("", None)
+    assert "shut down as it claimed it" in requeued.error_message
+    assert service.jobs == {}
+
+
+async def test_job_service_keeps_tracking_a_run_it_claimed_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sweeper requeued a run while this service still ran its old attempt, and the service
+    claimed it again: the old attempt's end must not drop the new attempt's job."""
+    release = {1: threading.Event(), 2: threading.Event()}
+
+    def execute(run: PipelineRun, **options: Any) -> PipelineRun:
+        release[run.attempt].wait(20)
+        return run
+
+    monkeypatch.setattr(worker.runner, "execute", execute)
+    definition = await sync_to_async(make_definition)(max_attempts=2)
+    run = await sync_to_async(claimed_run)(definition)
+    service = worker.JobService(worker_id="w", concurrency=4)
+    service.loop = asyncio.get_running_loop()
+    service._start_job(run)
+    stale = service.jobs[run.pk]
+    claimed_again = PipelineRun(pk=run.pk, definition=definition, snapshot=run.snapshot, attempt=2)
+    service._start_job(claimed_again)
+    current = service.jobs[run.pk]
+    release[1].set()
+    assert stale.done is not None and current.done is not None
+    await asyncio.wait_for(stale.done, 5)
+    assert service.jobs == {run.pk: current}
+    service.cancel_local(run.pk)
+    assert current.cancel.is_set()
+    release[2].set()
+    await asyncio.wait_for(current.done, 5)
+    assert service.jobs == {}

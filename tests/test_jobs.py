@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from pipeline_app import hints, jobs
-from pipeline_app.models import PipelineRun, RunStatus, Trigger
+from pipeline_app import hints, jobs, runner
+from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
 from pipeline_app.params import ParamError
-from tests.factories import make_definition
+from tests.factories import claimed_run, make_definition
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
@@ -133,8 +134,6 @@ def test_cancel_of_a_running_run_sets_the_flag_for_its_worker() -> None:
 
 
 def test_rerun_failed_items_only_queues_their_sequence_numbers() -> None:
-    from pipeline_app import runner
-
     definition = make_definition(
         stages=[{"stage": "test-fail-every", "params": {"every": 5}}], source_params={"count": 12}
     )
@@ -149,3 +148,78 @@ def test_rerun_failed_items_only_queues_their_sequence_numbers() -> None:
     clean = runner.execute(jobs.claim_next("w"))  # type: ignore[arg-type]
     with pytest.raises(ParamError, match="no failed items"):
         jobs.rerun(clean, failed_only=True)
+
+
+def test_submit_validates_stage_parameters_before_anything_is_queued() -> None:
+    definition = make_definition(stages=[{"stage": "test-inc", "params": {"by": "lots"}}])
+    with pytest.raises(ParamError, match="'by' must be int"):
+        jobs.submit(definition)
+    definition = make_definition("unknown", stages=[{"stage": "test-inc", "params": {"to": 1}}])
+    with pytest.raises(ParamError, match="stage 'test-inc': unknown parameter 'to'"):
+        jobs.submit(definition)
+    assert PipelineRun.objects.count() == 0
+
+
+def test_rerun_keeps_the_sink_and_settings_the_run_was_started_with(tmp_path: Path) -> None:
+    """``runpipeline NAME --output out.jsonl --no-timing`` records its overrides in the run's
+    snapshot; a re-run must write where the run wrote, not to the definition's sink."""
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 10}}], source_params={"count": 25}
+    )
+    out = tmp_path / "out.jsonl"
+    run = jobs.create_run(
+        definition,
+        overrides={"sink": "jsonl", "sink_params": {"path": str(out)}, "enable_timing": False},
+    )
+    assert jobs.claim_run(run, "w")
+    run = runner.execute(run)
+    assert out.exists()
+    again = jobs.rerun(run, failed_only=True)
+    assert (again.snapshot["sink"], again.snapshot["sink_params"]) == ("jsonl", {"path": str(out)})
+    assert again.snapshot["enable_timing"] is False
+    assert again.snapshot_hash == run.snapshot_hash
+
+
+def test_rerun_of_failed_items_runs_the_pipeline_they_failed_in() -> None:
+    """Failed items' sequence numbers refer to the original run's source: after the definition is
+    edited, a re-run of them must still read the same inputs."""
+    definition = make_definition(
+        stages=[{"stage": "test-fail-every", "params": {"every": 10}}],
+        source_params={"count": 25, "start": 0},
+    )
+    run = runner.execute(claimed_run(definition))
+    assert run.items_errors == 3  # inputs 0, 10, 20
+    PipelineDefinition.objects.filter(pk=definition.pk).update(
+        source_params={"count": 25, "start": 5}
+    )
+    again = jobs.rerun(run, failed_only=True)
+    assert again.only_items == [0, 10, 20]
+    assert again.snapshot["source_params"] == {"count": 25, "start": 0}
+    assert again.definition == definition
+
+
+@pytest.mark.timeout(60)
+def test_rerun_of_failed_items_covers_every_failure_or_refuses() -> None:
+    """Only the first MAX_RECORDED_ERRORS errors are kept on the run; item rows hold every failed
+    item, but a run without item timing has none: its failures are not all known."""
+    stages = [{"stage": "test-fail-every", "params": {"every": 10}}]
+    timed = runner.execute(
+        claimed_run(make_definition("timed", stages=stages, source_params={"count": 3000}))
+    )
+    assert timed.items_errors == 300
+    assert len(timed.errors) < 300
+    assert jobs.rerun(timed, failed_only=True).only_items == list(range(0, 3000, 10))
+
+    untimed = runner.execute(
+        claimed_run(
+            make_definition(
+                "untimed", stages=stages, source_params={"count": 3000}, enable_timing=False
+            )
+        )
+    )
+    assert untimed.items_errors == 300
+    queued = PipelineRun.objects.count()
+    with pytest.raises(ParamError, match="300 failed items but recorded only 200"):
+        jobs.rerun(untimed, failed_only=True)
+    assert PipelineRun.objects.count() == queued
+    assert jobs.rerun(untimed).only_items is None  # the whole run can still be re-run

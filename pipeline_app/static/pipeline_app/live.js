@@ -95,6 +95,8 @@
     var lastSeq = -1, reloaded = false, poller = null, link = null;
     function handle(message) {
       if (!message || !message.run) return;
+      // seq grows across a run's attempts (the server numbers each attempt above the last), so
+      // an older or stale attempt's late message never overwrites newer progress.
       if (typeof message.seq === "number") {
         if (message.seq <= lastSeq) return;
         lastSeq = message.seq;
