@@ -8,8 +8,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.functional import cached_property
@@ -156,7 +155,9 @@ class PipelineDefinitionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def run_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The "Run now" button: a form with the source and sink parameters."""
-        definition = get_object_or_404(PipelineDefinition, pk=object_id)
+        definition = self.get_object(request, object_id)
+        if definition is None:
+            raise Http404("No such pipeline definition.")
         if not self.has_run_permission(request):
             raise PermissionDenied
         form = RunParamsForm(definition, request.POST or None)

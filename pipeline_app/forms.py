@@ -21,6 +21,15 @@ from pipeline_app.params import ParamError, ParamSpec
 from pipeline_app.registry import RegistryError, registry
 
 
+def _param_initial(spec: ParamSpec, value: Any) -> Any:
+    """The value a run would get, so that a stored ``"false"`` leaves the checkbox unchecked. A
+    value that does not coerce is shown as stored; submitting it reports why."""
+    try:
+        return params.coerce(spec, value)
+    except ParamError:
+        return value
+
+
 def _param_field(spec: ParamSpec, initial: Any) -> forms.Field:
     required = spec.required and initial is None
     help_text = "required" if required else f"default: {json.dumps(initial)}"
@@ -33,7 +42,6 @@ def _param_field(spec: ParamSpec, initial: Any) -> forms.Field:
         options["required"] = False
         return forms.BooleanField(**options)
     if spec.kind == "json":
-        options["initial"] = None if initial is None else json.dumps(initial)
         return forms.JSONField(**options)
     return forms.CharField(**options)
 
@@ -55,7 +63,8 @@ class RunParamsForm(forms.Form):
                 continue
             for spec in specs:
                 field_name = f"{kind}__{spec.name}"
-                field = _param_field(spec, defaults.get(spec.name, spec.default))
+                value = defaults.get(spec.name, spec.default)
+                field = _param_field(spec, _param_initial(spec, value))
                 field.label = spec.name.replace("_", " ")
                 self.fields[field_name] = field
                 self.param_fields.append((field_name, kind, spec.name))
@@ -97,8 +106,10 @@ class RunFilterForm(forms.Form):
         pipeline.choices = [("", "Any pipeline"), *slugs]
 
     def filters(self) -> dict[str, str]:
-        if not self.is_valid():
+        """The filters whose values are valid; :attr:`errors` names the others."""
+        if not self.is_bound:
             return {}
+        self.full_clean()
         return {key: value for key, value in self.cleaned_data.items() if value}
 
 

@@ -31,6 +31,15 @@ class Executor(models.TextChoices):
     PROCESS = "process", "Process (pure-Python CPU work)"
 
 
+def default_slug(name: str) -> str:
+    """``slugify(name)``, or ``pipeline-<hash of the name>`` for a name without ASCII letters or
+    digits (such as "日本語"): the dashboard's URLs take ASCII slugs only, and names are unique."""
+    slug = slugify(name)[:100]
+    if not slug:
+        slug = f"pipeline-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+    return slug
+
+
 class PipelineDefinition(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True, blank=True)
@@ -63,7 +72,7 @@ class PipelineDefinition(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.slug:
-            self.slug = slugify(self.name)[:100]
+            self.slug = default_slug(self.name)
         super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from django.db.models import Model, Q, QuerySet
+from django.conf import settings
+from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from pipeline_app.models import (
@@ -56,13 +58,26 @@ def run_cursor(run: PipelineRun) -> str:
 
 
 def parse_run_cursor(value: str | None) -> tuple[datetime, int] | None:
+    """``(created_at, pk)`` of a cursor made by :func:`run_cursor`; None for anything else."""
     if not value or "_" not in value:
         return None
-    stamp, _, pk = value.rpartition("_")
-    moment = parse_datetime(stamp.replace(" ", "+"))
-    if moment is None or not pk.isdigit():
+    stamp, _, pk_text = value.rpartition("_")
+    pk = _cursor_pk(pk_text)
+    try:
+        moment = parse_datetime(stamp.replace(" ", "+"))
+        if moment is not None and timezone.is_aware(moment):
+            # converted here, not by the database adapter: 0001-01-01T00:00+01:00 overflows
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # well-formed but impossible: 2024-02-30, +99:00
         return None
-    return moment, int(pk)
+    if moment is None or pk is None or timezone.is_aware(moment) != settings.USE_TZ:
+        return None
+    return moment, pk
+
+
+def _cursor_pk(text: str) -> int | None:
+    # str.isdigit() alone also accepts digits int() rejects, such as "²"
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def filtered_runs(
@@ -183,14 +198,15 @@ def item_page(
 def _item_cursor(value: str | None) -> tuple[float, int] | None:
     if not value or "_" not in value:
         return None
-    key, _, pk = value.rpartition("_")
+    key, _, pk_text = value.rpartition("_")
     try:
         number = float(key)
     except ValueError:
         return None
-    if not pk.isdigit() or not math.isfinite(number):
+    pk = _cursor_pk(pk_text)
+    if pk is None or not math.isfinite(number):
         return None
-    return number, int(pk)
+    return number, pk
 
 
 def waterfall_items(run: PipelineRun) -> tuple[list[ItemTiming], list[ItemTiming]]:
@@ -308,28 +324,74 @@ def compare_runs(
     return deltas
 
 
+TREND_FIELDS = (
+    "pk",
+    "definition",
+    "created_at",
+    "status",
+    "p50_latency",
+    "p95_latency",
+    "throughput",
+)
+# Definitions per query of trend_runs_of: SQLite refuses expressions nested deeper than 1000, and
+# each definition adds one OR to the WHERE clause.
+TREND_DEFINITIONS_PER_QUERY = 500
+
+
+def _trend_candidates() -> QuerySet[PipelineRun]:
+    runs = PipelineRun.objects.filter(status__in=FINISHED_STATUSES, p95_latency__isnull=False)
+    return runs.only(*TREND_FIELDS)
+
+
+def _rows_of(definitions: Sequence[PipelineDefinition]) -> QuerySet[PipelineDefinition]:
+    return PipelineDefinition.objects.filter(pk__in=[d.pk for d in definitions]).order_by()
+
+
 def trend_runs(definition: PipelineDefinition, limit: int = TREND_RUNS) -> list[PipelineRun]:
     """The definition's latest finished runs with latency figures, oldest first."""
-    rows = (
-        PipelineRun.objects.filter(
-            definition=definition, status__in=FINISHED_STATUSES, p95_latency__isnull=False
-        )
-        .only("pk", "created_at", "status", "p50_latency", "p95_latency", "throughput")
-        .order_by("-created_at", "-pk")[:limit]
+    rows = _trend_candidates().filter(definition=definition).order_by("-created_at", "-pk")
+    return list(rows[:limit])[::-1]
+
+
+def trend_runs_of(
+    definitions: Sequence[PipelineDefinition], limit: int = TREND_RUNS
+) -> dict[int, list[PipelineRun]]:
+    """:func:`trend_runs` of each definition in two queries, plus one per further
+    ``TREND_DEFINITIONS_PER_QUERY`` definitions.
+
+    The first finds where each definition's trend starts (the ``created_at`` of its ``limit``-th
+    latest candidate, one index lookup per definition); the second fetches, per definition, the
+    runs from that point on, an index range scan each.
+    """
+    if not definitions:
+        return {}
+    latest_first = _trend_candidates().order_by("-created_at", "-pk")
+    starts = _rows_of(definitions).values_list(
+        "pk",
+        Subquery(
+            latest_first.filter(definition=OuterRef("pk")).values("created_at")[limit - 1 : limit]
+        ),
     )
-    return list(rows)[::-1]
+    ranges = [
+        Q(definition_id=pk) if start is None else Q(definition_id=pk, created_at__gte=start)
+        for pk, start in starts
+    ]
+    trends: dict[int, list[PipelineRun]] = {d.pk: [] for d in definitions}
+    for first in range(0, len(ranges), TREND_DEFINITIONS_PER_QUERY):
+        chunk = ranges[first : first + TREND_DEFINITIONS_PER_QUERY]
+        for run in latest_first.filter(Q(*chunk, _connector=Q.OR)):
+            trends[run.definition_id].append(run)
+    # runs created at the same moment as a trend's first run may exceed the limit
+    return {pk: runs[:limit][::-1] for pk, runs in trends.items()}
 
 
 def last_runs(definitions: Sequence[PipelineDefinition]) -> dict[int, PipelineRun]:
-    """The latest run of each definition: one indexed lookup per definition."""
-    latest: dict[int, PipelineRun] = {}
-    for definition in definitions:
-        run = (
-            PipelineRun.objects.filter(definition=definition)
-            .defer("snapshot", "summary", "progress", "errors", "traceback", "result")
-            .order_by("-created_at", "-pk")
-            .first()
-        )
-        if run is not None:
-            latest[definition.pk] = run
-    return latest
+    """The latest run of each definition in one query: an index lookup per definition."""
+    if not definitions:
+        return {}
+    latest = PipelineRun.objects.filter(definition=OuterRef("pk")).order_by("-created_at", "-pk")
+    latest_pks = _rows_of(definitions).values(latest_pk=Subquery(latest.values("pk")[:1]))
+    runs = PipelineRun.objects.filter(pk__in=latest_pks).defer(
+        "snapshot", "summary", "progress", "errors", "traceback", "result"
+    )
+    return {run.definition_id: run for run in runs}

@@ -61,10 +61,11 @@ def _run(pk: int) -> PipelineRun:
 def pipeline_list(request: HttpRequest) -> HttpResponse:
     definitions = list(PipelineDefinition.objects.order_by("name"))
     latest = queries.last_runs(definitions)
+    trends = queries.trend_runs_of(definitions)
     can_run = request.user.has_perm(RUN)
     rows = []
     for definition in definitions:
-        trend = queries.trend_runs(definition)
+        trend = trends[definition.pk]
         rows.append(
             {
                 "definition": definition,
@@ -118,8 +119,12 @@ def pipeline_run(request: HttpRequest, slug: str) -> HttpResponse:
 def run_list(request: HttpRequest) -> HttpResponse:
     form = RunFilterForm(request.GET or None)
     filters = form.filters()
+    runs = queries.filtered_runs(**filters)
+    if form.errors:
+        # no run matches an invalid value (an unknown pipeline): ignoring it would widen the list
+        runs = runs.none()
     page = queries.run_page(
-        queries.filtered_runs(**filters),
+        runs,
         after=request.GET.get("after"),
         before=request.GET.get("before"),
     )

@@ -60,6 +60,17 @@ def test_definition_with_registered_stages_is_saved_in_order(admin_client: Clien
     assert [s["stage"] for s in definition.snapshot()["stages"]] == ["test-drop-odd", "test-inc"]
 
 
+def test_definitions_named_without_ascii_letters_get_distinct_slugs(admin_client: Client) -> None:
+    url = reverse("admin:pipeline_app_pipelinedefinition_add")
+    names = ["\u65e5\u672c", "\u4e2d\u6587"]
+    for name in names:
+        response = admin_client.post(url, definition_post(name=name, slug=""))
+        assert response.status_code == 302, response.context["adminform"].form.errors
+    slugs = set(PipelineDefinition.objects.filter(name__in=names).values_list("slug", flat=True))
+    assert len(slugs) == 2 and all(slug.startswith("pipeline-") for slug in slugs)
+    assert admin_client.get(reverse("pipeline_app:pipeline-list")).status_code == 200
+
+
 def test_definition_form_offers_only_registered_names(admin_client: Client) -> None:
     page = admin_client.get(reverse("admin:pipeline_app_pipelinedefinition_add")).content.decode()
     assert '<option value="test-inc">' in page and '<option value="range">' in page
@@ -109,6 +120,10 @@ def test_run_now_button_takes_parameters(admin_client: Client) -> None:
     run = PipelineRun.objects.get()
     assert response["Location"] == run.get_absolute_url()
     assert run.params == {"source": {"count": 3}}
+
+
+def test_run_now_of_a_non_integer_id_is_404(admin_client: Client) -> None:
+    assert admin_client.get("/admin/pipeline_app/pipelinedefinition/abc/run/").status_code == 404
 
 
 def test_run_now_needs_the_run_permission(client: Client, django_user_model: Any) -> None:

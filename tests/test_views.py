@@ -5,16 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.test import Client
-from django.urls import reverse
+from django.db import connection
+from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from django.urls import include, path, reverse
 from django.utils import timezone
 
-from pipeline_app import stamps
+from pipeline_app import queries, registry, stamps
 from pipeline_app.models import (
     ItemStatus,
     ItemTiming,
@@ -32,6 +35,10 @@ ITEM_STAMPS = stamps.pack(
 )
 
 pytestmark = pytest.mark.django_db
+
+# The dashboard mounted as the README shows, without the admin's URLs (the ROOT_URLCONF of
+# test_dashboard_works_without_the_admin_urls).
+urlpatterns = [path("pipelines/", include("pipeline_app.urls"))]
 
 HOSTILE = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -102,6 +109,12 @@ def make_run(
         for seq in range(items)
     )
     return run
+
+
+@registry.source("test-json-params")
+async def json_params_source(tags: list[str] | None = None) -> AsyncIterator[str]:
+    for tag in tags or []:
+        yield tag
 
 
 @pytest.fixture
@@ -186,6 +199,39 @@ def test_bad_parameters_are_shown_as_form_errors(admin_client: Client, definitio
     response = admin_client.post(url, {})
     assert "is inactive" in response.content.decode()
     assert not PipelineRun.objects.exists()
+
+
+def test_json_parameter_default_is_shown_encoded_once(admin_client: Client) -> None:
+    definition = make_definition(
+        "json-params", source="test-json-params", source_params={"tags": ["a", "b"]}
+    )
+    response = admin_client.get(definition.get_absolute_url())
+    assert response.context["form"]["source__tags"].value() == '["a", "b"]'
+    assert "[&quot;a&quot;, &quot;b&quot;]</textarea>" in response.content.decode()
+
+
+def test_bool_default_stored_as_a_string_is_not_inverted_by_the_run_form(
+    admin_client: Client,
+) -> None:
+    """The admin accepts {"skip_blank": "false"}, which a run reads as False: an unchanged
+    submit of the form must not turn it into True."""
+    definition = make_definition(
+        "string-bool", source="lines", source_params={"path": "words.txt", "skip_blank": "false"}
+    )
+    form = admin_client.get(definition.get_absolute_url()).context["form"]
+    assert form["source__skip_blank"].value() is False
+    assert "checked" not in str(form["source__skip_blank"])
+    assert form.fields["source__skip_blank"].help_text == "default: false"
+
+
+def test_a_pipeline_name_without_ascii_letters_gets_a_usable_slug(admin_client: Client) -> None:
+    japanese = make_definition("\u65e5\u672c\u8a9e")
+    chinese = make_definition("\u4e2d\u6587")
+    assert japanese.slug.startswith("pipeline-") and chinese.slug.startswith("pipeline-")
+    assert japanese.slug != chinese.slug
+    assert make_definition("Nightly import").slug == "nightly-import"
+    assert admin_client.get(reverse("pipeline_app:pipeline-list")).status_code == 200
+    assert admin_client.get(japanese.get_absolute_url()).context["definition"] == japanese
 
 
 def test_hostile_item_and_error_text_is_escaped(admin_client: Client, definition: Any) -> None:
@@ -298,6 +344,41 @@ def test_run_list_filters_by_status_and_pipeline(admin_client: Client, definitio
     assert [r.definition.name for r in rows] == ["other"]
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("key", ["after", "before"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "2024-02-30T00:00:00+00:00_1",  # well-formed, but no such day
+        "2024-01-01T00:00:00+99:00_1",  # no such offset
+        "0001-01-01T00:00:00+01:00_1",  # before year 1 in UTC
+        "2024-01-01T00:00:00+00:00_\u00b2",  # "²".isdigit(), but not a number int() reads
+        "2024-01-01T00:00:00_1",  # naive, while USE_TZ is on
+    ],
+)
+def test_malformed_run_list_cursors_are_ignored(
+    admin_client: Client, definition: Any, key: str, cursor: str
+) -> None:
+    run = make_run(definition, items=1)
+    response = admin_client.get(reverse("pipeline_app:run-list"), {key: cursor})
+    assert response.status_code == 200
+    assert [r.pk for r in response.context["page"].rows] == [run.pk]
+
+
+def test_an_invalid_filter_value_lists_no_runs_and_says_why(
+    admin_client: Client, definition: Any
+) -> None:
+    """Dropping the unknown pipeline and keeping status=failed would still list runs the query
+    excludes; no run matches it."""
+    make_run(definition, status=RunStatus.FAILED)
+    response = admin_client.get(
+        reverse("pipeline_app:run-list"), {"status": "failed", "pipeline": "no-such-pipeline"}
+    )
+    assert response.context["page"].rows == []
+    assert "Pipeline: Select a valid choice. no-such-pipeline" in response.content.decode()
+    assert response.context["form"].filters() == {"status": "failed"}
+
+
 def test_item_table_sorts_slowest_first_and_pages(admin_client: Client, definition: Any) -> None:
     run = make_run(definition, items=120)
     url = reverse("pipeline_app:run-items", args=[run.pk])
@@ -316,6 +397,19 @@ def test_item_table_sorts_slowest_first_and_pages(admin_client: Client, definiti
             break
         after = items.next_cursor
     assert seq_pages == list(range(120))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sort", ["seq", "slowest"])
+@pytest.mark.parametrize("cursor", ["5_\u00b2", "5_x", "nan_1", "inf_1", "1e400_1"])
+def test_malformed_item_cursors_are_ignored(
+    admin_client: Client, definition: Any, sort: str, cursor: str
+) -> None:
+    run = make_run(definition, items=3)
+    url = reverse("pipeline_app:run-items", args=[run.pk])
+    response = admin_client.get(url, {"sort": sort, "after": cursor})
+    assert response.status_code == 200
+    assert len(response.context["items"].rows) == 3
 
 
 def test_exports_stream_every_item_as_csv_and_json(admin_client: Client, definition: Any) -> None:
@@ -377,6 +471,61 @@ def test_pipeline_pages_show_last_run_trend_and_form(admin_client: Client, defin
     assert f'name="run-{definition.slug}-source__count"' in page
     detail = admin_client.get(definition.get_absolute_url()).content.decode()
     assert "p50 and p95" in detail and "Throughput" in detail and "Compared with" in detail
+
+
+@pytest.mark.postgres
+def test_pipeline_list_queries_do_not_grow_with_the_pipelines(admin_client: Client) -> None:
+    def page_queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(reverse("pipeline_app:pipeline-list")).status_code == 200
+        return len(captured.captured_queries)
+
+    for number in range(2):
+        make_run(make_definition(f"pipeline {number}"), items=1)
+    with_two = page_queries()
+    for number in range(2, 12):
+        make_run(make_definition(f"pipeline {number}"), items=1)
+    assert page_queries() == with_two
+
+
+@pytest.mark.postgres
+def test_pipeline_list_shows_the_runs_of_the_pipeline_pages() -> None:
+    """The list's batched queries pick the runs the per-pipeline ones do, ties included."""
+    busy, quiet, idle = (make_definition(name) for name in ("busy", "quiet", "idle"))
+    now = timezone.now()
+    for number in range(queries.TREND_RUNS + 7):
+        run = PipelineRun.objects.create(
+            definition=busy,
+            snapshot={},
+            status=RunStatus.SUCCEEDED if number % 4 else RunStatus.FAILED,
+            p95_latency=None if number % 5 == 0 else number / 100,
+        )
+        # three runs per instant: the trend's first instant is shared with older runs
+        PipelineRun.objects.filter(pk=run.pk).update(
+            created_at=now - timedelta(seconds=number // 3)
+        )
+    make_run(quiet)
+    make_run(quiet, status=RunStatus.RUNNING)
+    definitions = [busy, quiet, idle]
+    trends = queries.trend_runs_of(definitions)
+    assert len(trends[busy.pk]) == queries.TREND_RUNS and trends[idle.pk] == []
+    for definition in definitions:
+        expected = [run.pk for run in queries.trend_runs(definition)]
+        assert [run.pk for run in trends[definition.pk]] == expected
+    latest = queries.last_runs(definitions)
+    assert idle.pk not in latest
+    for definition in (busy, quiet):
+        assert latest[definition.pk] == definition.runs.order_by("-created_at", "-pk").first()
+
+
+@override_settings(ROOT_URLCONF=__name__, LOGIN_URL="/login/")
+def test_dashboard_works_without_the_admin_urls(admin_client: Client) -> None:
+    run = make_run(make_definition("plain"), items=3)
+    for url in ("/pipelines/", "/pipelines/runs/", run.get_absolute_url()):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        page = response.content.decode()
+        assert "/admin/" not in page and "Log out" not in page
 
 
 def test_root_redirects_to_the_dashboard(client: Client) -> None:
