@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.apps import AppConfig
@@ -11,21 +12,46 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from pipeline_app import conf
 
-_POSITIVE_NUMBERS = (
-    "WORKER_CONCURRENCY",
-    "POLL_INTERVAL",
-    "LEASE_SECONDS",
-    "PROGRESS_INTERVAL",
-    "ITEM_TIMING_SAMPLE_EVERY",
-)
-_POSITIVE_NUMBERS_OR_NONE = ("ITEM_TIMING_BATCH_SIZE",)
-_NON_NEGATIVE_NUMBERS = (
-    "SHUTDOWN_GRACE_SECONDS",
-    "ITEM_TIMING_LIMIT",
-    "ITEM_TIMING_KEEP_SLOWEST",
-    "OUTPUT_PREVIEW_LIMIT",
-    "MAX_RECORDED_ERRORS",
-)
+
+@dataclass(frozen=True, slots=True)
+class _NumberRule:
+    integer: bool  # counts are used as slice bounds, range sizes and thread counts
+    allow_zero: bool
+    allow_none: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if value is None:
+            return self.allow_none
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        return value > 0 or (value == 0 and self.allow_zero)
+
+    def describe(self) -> str:
+        bound = "a non-negative" if self.allow_zero else "a positive"
+        kind = "integer" if self.integer else "number"
+        return f"{bound} {kind}{' or None' if self.allow_none else ''}"
+
+
+_POSITIVE_COUNT = _NumberRule(integer=True, allow_zero=False)
+_NON_NEGATIVE_COUNT = _NumberRule(integer=True, allow_zero=True)
+_POSITIVE_SECONDS = _NumberRule(integer=False, allow_zero=False)
+_NON_NEGATIVE_SECONDS = _NumberRule(integer=False, allow_zero=True)
+
+_NUMBER_RULES: dict[str, _NumberRule] = {
+    "WORKER_CONCURRENCY": _POSITIVE_COUNT,
+    "POLL_INTERVAL": _POSITIVE_SECONDS,
+    "LEASE_SECONDS": _POSITIVE_SECONDS,
+    "SHUTDOWN_GRACE_SECONDS": _NON_NEGATIVE_SECONDS,
+    "PROGRESS_INTERVAL": _POSITIVE_SECONDS,
+    "ITEM_TIMING_LIMIT": _NON_NEGATIVE_COUNT,
+    "ITEM_TIMING_KEEP_SLOWEST": _NON_NEGATIVE_COUNT,
+    "ITEM_TIMING_SAMPLE_EVERY": _POSITIVE_COUNT,
+    "ITEM_TIMING_BATCH_SIZE": _NumberRule(integer=True, allow_zero=False, allow_none=True),
+    "OUTPUT_PREVIEW_LIMIT": _NON_NEGATIVE_COUNT,
+    "MAX_RECORDED_ERRORS": _NON_NEGATIVE_COUNT,
+}
 
 
 def check_settings(
@@ -49,13 +75,21 @@ def check_settings(
         if key not in conf.CONFIG_DEFAULTS
     ]
     config = conf.get_config()
-    errors += _check_numbers(config, _POSITIVE_NUMBERS, allow_zero=False)
-    errors += _check_numbers(config, _POSITIVE_NUMBERS_OR_NONE, allow_zero=False, allow_none=True)
-    errors += _check_numbers(config, _NON_NEGATIVE_NUMBERS, allow_zero=True)
+    invalid_numbers = [
+        name for name, rule in _NUMBER_RULES.items() if not rule.accepts(config[name])
+    ]
+    errors += [
+        Error(
+            f"PIPELINE_APP[{name!r}] must be {_NUMBER_RULES[name].describe()}, "
+            f"got {config[name]!r}.",
+            id="pipeline_app.E003",
+        )
+        for name in invalid_numbers
+    ]
     if (
-        config["LEASE_SECONDS"]
-        and config["POLL_INTERVAL"]
-        and (config["LEASE_SECONDS"] < 3 * config["PROGRESS_INTERVAL"])
+        "LEASE_SECONDS" not in invalid_numbers
+        and "PROGRESS_INTERVAL" not in invalid_numbers
+        and config["LEASE_SECONDS"] < 3 * config["PROGRESS_INTERVAL"]
     ):
         errors.append(
             Warning(
@@ -72,29 +106,15 @@ def check_settings(
                 id="pipeline_app.E004",
             )
         )
-    return errors
-
-
-def _check_numbers(
-    config: dict[str, Any], names: Iterable[str], *, allow_zero: bool, allow_none: bool = False
-) -> list[CheckMessage]:
-    errors: list[CheckMessage] = []
-    for name in names:
-        value = config[name]
-        if value is None and allow_none:
-            continue
-        valid = isinstance(value, int | float) and not isinstance(value, bool)
-        if valid and (value < 0 or (value == 0 and not allow_zero)):
-            valid = False
-        if not valid:
-            bound = "a non-negative" if allow_zero else "a positive"
-            alternative = " or None" if allow_none else ""
-            errors.append(
-                Error(
-                    f"PIPELINE_APP[{name!r}] must be {bound} number{alternative}, got {value!r}.",
-                    id="pipeline_app.E003",
-                )
+    embedded_worker = config["EMBEDDED_WORKER"]
+    if embedded_worker is not None and not isinstance(embedded_worker, bool):
+        errors.append(
+            Error(
+                "PIPELINE_APP['EMBEDDED_WORKER'] must be True, False or None (auto), "
+                f"got {embedded_worker!r}.",
+                id="pipeline_app.E005",
             )
+        )
     return errors
 
 

@@ -88,7 +88,9 @@ def coerce(spec: ParamSpec, value: Any) -> Any:
             if not isinstance(value, str | int | float):
                 raise ValueError
             return str(value)
-        return json.loads(value) if isinstance(value, str) else value
+        # JSON values arrive decoded (forms, the admin, the Python API); decoding a string again
+        # would turn the JSON string "hello" into an error. See decode_command_line.
+        return value
     except (TypeError, ValueError):
         raise ParamError(f"Parameter {spec.name!r} must be {spec.kind}, got {value!r}.") from None
 
@@ -120,6 +122,8 @@ def validate(
 
 
 def check_file_root(owner: str, name: str, path: str, roots: Iterable[str]) -> None:
+    if "\0" in path:  # os.path.realpath raises ValueError on it
+        raise ParamError(f"{owner}: {name}={path!r} contains a NUL byte.")
     resolved = Path(os.path.realpath(path))
     for root in roots:
         if resolved.is_relative_to(os.path.realpath(root)):
@@ -138,4 +142,20 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
         if not sep or not key.strip():
             raise ParamError(f"Parameter {pair!r} must look like key=value.")
         result[key.strip()] = value
+    return result
+
+
+def decode_command_line(specs: Iterable[ParamSpec], values: Mapping[str, str]) -> dict[str, Any]:
+    """Command-line strings with those of JSON-kind parameters decoded (``tags=["a", "b"]``);
+    the other kinds are coerced from their strings by :func:`validate`."""
+    json_kind = {spec.name for spec in specs if spec.kind == "json"}
+    result: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in json_kind:
+            try:
+                result[name] = json.loads(value)
+            except ValueError:
+                raise ParamError(f"Parameter {name!r} must be json, got {value!r}.") from None
+        else:
+            result[name] = value
     return result

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline_app.params import ParamError, ParamSpec, parse_assignments, validate
+from pipeline_app.params import (
+    ParamError,
+    ParamSpec,
+    decode_command_line,
+    parse_assignments,
+    validate,
+)
 
 SPECS = (
     ParamSpec("count", "int", required=True),
@@ -57,6 +63,41 @@ def test_file_parameters_are_confined_to_the_roots(tmp_path: object) -> None:
         )["path"]
         == "/etc/hosts"
     )
+
+
+def test_a_nul_byte_in_a_file_parameter_is_a_param_error(tmp_path: object) -> None:
+    with pytest.raises(ParamError, match="NUL byte"):
+        validate(
+            "s",
+            SPECS,
+            {"count": 1, "path": f"{tmp_path}/ok\0.txt"},
+            file_params=["path"],
+            file_roots=[str(tmp_path)],
+        )
+
+
+JSON_SPECS = (
+    ParamSpec("label", "json", required=False, default="x"),
+    ParamSpec("tags", "json", required=False),
+    ParamSpec("count", "int", required=False, default=1),
+)
+
+
+@pytest.mark.parametrize("value", ["hello", '"hello"', ["a", "b"], {"k": 1}, 3])
+def test_json_parameters_take_decoded_values_as_they_are(value: object) -> None:
+    """Forms, the admin and the Python API hand over decoded JSON: a string stays a string."""
+    assert validate("source 'x'", JSON_SPECS, {"label": value}) == {"label": value}
+
+
+def test_command_line_values_of_json_parameters_are_decoded() -> None:
+    raw = {"label": '"hello"', "tags": '["a", "b"]', "count": "5"}
+    assert decode_command_line(JSON_SPECS, raw) == {
+        "label": "hello",
+        "tags": ["a", "b"],
+        "count": "5",
+    }
+    with pytest.raises(ParamError, match="'label' must be json, got 'hello'"):
+        decode_command_line(JSON_SPECS, {"label": "hello"})
 
 
 def test_assignments_need_an_equals_sign() -> None:

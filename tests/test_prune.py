@@ -53,3 +53,11 @@ def test_prune_deletes_old_finished_runs_with_their_rows_in_batches() -> None:
 def test_prune_rejects_an_unreadable_age() -> None:
     with pytest.raises(CommandError, match="30 days"):
         prune("--older-than", "30 days")
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "many"])
+def test_the_batch_size_must_be_a_positive_integer(size: str) -> None:
+    old_run(RunStatus.SUCCEEDED, 40)
+    with pytest.raises(CommandError, match=r"--batch-size: .* is not a positive integer"):
+        prune("--older-than", "30d", "--batch-size", size)
+    assert PipelineRun.objects.count() == 1

@@ -6,15 +6,27 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, Trigger
+from pipeline_app.registry import registry
+from tests.factories import make_definition
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("synced_pipelines")]
+
+
+@registry.source("test-json-params")
+async def json_params_source(label: Any = "x", tags: list[str] | None = None) -> AsyncIterator[Any]:
+    """``Any`` and list parameters are of kind "json"."""
+    yield label
+    for tag in tags or []:
+        yield tag
 
 
 def run_command(*args: str) -> tuple[str, CommandError | None]:
@@ -66,6 +78,8 @@ def test_no_timing_and_output_file(tmp_path: Path) -> None:
         (("test-basic", "--param", "count=lots"), "'count' must be int"),
         (("test-basic", "--param", "colour=red"), "unknown parameter 'colour'"),
         (("test-basic", "--param", "oops"), "key=value"),
+        (("test-basic", "--param", "typo.count=3"), "use KEY=VALUE for a source parameter"),
+        (("test-basic", "--param", "sink.=3"), "use KEY=VALUE for a source parameter"),
         ((), "Give a pipeline name"),
     ],
 )
@@ -76,6 +90,30 @@ def test_bad_usage_is_exit_code_2_with_a_one_line_message(
     assert error is not None and error.returncode == 2
     assert message in str(error)
     assert PipelineRun.objects.count() == 0
+
+
+def test_sink_parameters_take_the_sink_prefix(tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    _, error = run_command(
+        "test-basic", "--output", "ignored.jsonl", "--param", f"sink.path={target}", "--quiet"
+    )
+    assert error is None
+    assert PipelineRun.objects.get().params["sink"] == {"path": str(target)}
+    assert target.exists()
+
+
+def test_json_parameters_are_decoded_from_the_command_line() -> None:
+    make_definition("json-params", source="test-json-params", source_params={"label": "x"})
+    _, error = run_command(
+        "json-params", "--param", 'label="hello"', "--param", 'tags=["a", "b"]', "--quiet"
+    )
+    assert error is None
+    run = PipelineRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.params["source"] == {"label": "hello", "tags": ["a", "b"]}
+    _, error = run_command("json-params", "--param", "label=hello")
+    assert error is not None and error.returncode == 2
+    assert "'label' must be json, got 'hello'" in str(error)
 
 
 def test_failed_run_is_exit_code_1() -> None:
@@ -182,3 +220,24 @@ def test_progress_bar_is_drawn_on_a_terminal(subprocess_env: dict[str, str]) -> 
     assert "/150" in drawn
     assert "queues test-inc:" in drawn
     assert "<- bottleneck" in out
+
+
+@pytest.mark.timeout(90)
+def test_a_second_ctrl_c_forces_the_end_and_still_records_the_run_cancelled(
+    subprocess_env: dict[str, str],
+) -> None:
+    process = manage(subprocess_env, "test-slow", "--param", "count=5000", "--json")
+    deadline = time.monotonic() + 30
+    while not PipelineRun.objects.filter(status=RunStatus.RUNNING, items_out__gt=0).exists():
+        assert time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    run = PipelineRun.objects.get()
+    assert run.status == RunStatus.CANCELLED
+    assert 0 < run.items_out < 5000
+    assert json.loads(out)["status"] == "cancelled"

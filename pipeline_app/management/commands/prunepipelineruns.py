@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,16 @@ def parse_age(text: str) -> timedelta:
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer.")
+    return value
+
+
 class Command(BaseCommand):
     help = "Delete finished runs (and their stage stats and item timings) older than an age."
 
@@ -29,7 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("--older-than", required=True, type=parse_age, metavar="AGE")
         parser.add_argument("--keep-failed", action="store_true", help="Keep failed/lost runs.")
         parser.add_argument("--dry-run", action="store_true")
-        parser.add_argument("--batch-size", type=int, default=500, help="Runs per transaction.")
+        parser.add_argument(
+            "--batch-size", type=positive_int, default=500, help="Runs per transaction."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         cutoff = timezone.now() - options["older_than"]

@@ -7,13 +7,15 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pipeline_app import conf, jobs, reporting, runner
 from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
-from pipeline_app.params import ParamError, parse_assignments
+from pipeline_app.outcome import Outcome, finish
+from pipeline_app.params import ParamError, decode_command_line, parse_assignments
+from pipeline_app.registry import RegistryError, registry
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -75,8 +77,9 @@ class Command(BaseCommand):
         show_progress = self._show_progress(options)
         cancel = threading.Event()
         previous = self._trap_sigint(cancel)
+        worker_id = jobs.worker_identity(":cli")
         try:
-            claimed = jobs.claim_run(run, jobs.worker_identity(":cli"))
+            claimed = jobs.claim_run(run, worker_id)
             if not claimed:
                 raise CommandError(f"Run #{run.pk} was claimed by another worker.", returncode=1)
             run = runner.execute(
@@ -84,6 +87,8 @@ class Command(BaseCommand):
                 cancel_event=cancel,
                 progress_hook=self._progress_printer() if show_progress else None,
             )
+        except KeyboardInterrupt:  # Ctrl-C twice: the runner was stopped before its final write
+            run = self._record_forced_cancel(run, worker_id)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
@@ -108,22 +113,63 @@ class Command(BaseCommand):
                 f"Unknown pipeline {options['name']!r}. Known: {known}.", returncode=EXIT_USAGE
             ) from None
         try:
-            raw = parse_assignments(options["param"])
-            params: dict[str, dict[str, Any]] = {"source": {}, "sink": {}}
-            for key, value in raw.items():
-                target, _, name = key.rpartition(".")
-                params["sink" if target == "sink" else "source"][name] = value
-            if options["input"]:
-                params["source"]["path"] = options["input"]
+            raw = self._split_params(parse_assignments(options["param"]))
             overrides: dict[str, Any] = {}
             if options["output"]:
                 overrides.update(sink="jsonl", sink_params={"path": options["output"]})
             if options["no_timing"]:
                 overrides["enable_timing"] = False
+            params = {
+                "source": self._decode(raw["source"], "source", definition.source),
+                "sink": self._decode(raw["sink"], "sink", overrides.get("sink", definition.sink)),
+            }
+            if options["input"]:
+                params["source"]["path"] = options["input"]
             create = jobs.submit if options["enqueue"] else jobs.create_run
             return create(definition, params=params, trigger=Trigger.CLI, overrides=overrides)
         except ParamError as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE) from None
+
+    @staticmethod
+    def _split_params(raw: dict[str, str]) -> dict[str, dict[str, str]]:
+        """``KEY`` names a source parameter, ``sink.KEY`` a sink parameter; nothing else."""
+        params: dict[str, dict[str, str]] = {"source": {}, "sink": {}}
+        for key, value in raw.items():
+            prefix, dot, name = key.partition(".")
+            if not dot:
+                params["source"][key] = value
+            elif prefix == "sink" and name:
+                params["sink"][name] = value
+            else:
+                raise ParamError(
+                    f"Parameter {key!r}: use KEY=VALUE for a source parameter or "
+                    "sink.KEY=VALUE for a sink parameter."
+                )
+        return params
+
+    @staticmethod
+    def _decode(
+        values: dict[str, str], kind: Literal["source", "sink"], name: str
+    ) -> dict[str, Any]:
+        try:
+            specs = registry.get(kind, name).params
+        except RegistryError:  # jobs.submit reports the unregistered name
+            return dict(values)
+        return decode_command_line(specs, values)
+
+    @staticmethod
+    def _record_forced_cancel(run: PipelineRun, worker_id: str) -> PipelineRun:
+        """End the run the runner could not end (cancelled; progress and item rows so far are
+        kept), or the queued run it never started."""
+        current = PipelineRun.objects.get(pk=run.pk)
+        if current.status == RunStatus.QUEUED:
+            return jobs.cancel(current)
+        if current.status == RunStatus.RUNNING and current.worker_id == worker_id:
+            return finish(
+                current,
+                Outcome(status=RunStatus.CANCELLED, error_message="Cancelled on request (forced)."),
+            )
+        return current
 
     def _follow(self, run_id: int, options: dict[str, Any]) -> PipelineRun:
         """Poll the run row (it works from any machine) until the run ends."""
@@ -160,6 +206,9 @@ class Command(BaseCommand):
 
         def handle(signum: int, frame: Any) -> None:
             if cancel.is_set():
+                # Further presses must not interrupt the command recording the run's end.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                sys.stderr.write("\nForced: recording the run as cancelled\n")
                 raise KeyboardInterrupt
             cancel.set()
             sys.stderr.write("\nInterrupted: cancelling the run (Ctrl-C again to force)\n")
