@@ -40,7 +40,7 @@ def is_embedded() -> bool:
     """Do jobs run inside the web process? (EMBEDDED_WORKER, or auto: in-memory layer.)"""
     setting = conf.get("EMBEDDED_WORKER")
     if setting is not None:
-        return bool(setting)
+        return setting is True  # anything else is E005 (daphne runs no system checks)
     from channels.layers import get_channel_layer
 
     return is_in_memory(get_channel_layer())

@@ -9,8 +9,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.test import override_settings
 
 from pipeline_app import jobs
+from pipeline_app.embedded import is_embedded
 from pipeline_app.models import PipelineRun, RunStatus
 from tests.factories import make_definition
 from tests.helpers import free_port, wait_until
@@ -68,3 +70,10 @@ def test_daphne_runs_jobs_in_process_and_requeues_them_when_stopped(
     assert run.status == RunStatus.QUEUED, run.error_message
     assert "worker shut down" in run.error_message
     assert run.items_out == 0
+
+
+@pytest.mark.parametrize(("setting", "embedded"), [(True, True), (False, False), ("false", False)])
+def test_only_true_turns_the_embedded_worker_on(setting: object, embedded: bool) -> None:
+    # "false" is E005 for the system checks, which daphne does not run
+    with override_settings(PIPELINE_APP={"EMBEDDED_WORKER": setting}):
+        assert is_embedded() is embedded
