@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
@@ -46,7 +46,14 @@ def error_dict(error: Any, seq_map: Sequence[int] | None = None) -> dict[str, An
 def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     """Write the final status, summary and stage stats, fenced by the run's attempt."""
     if outcome.status == RunStatus.QUEUED:
-        return requeue(run, outcome)
+        if requeue(run, outcome) or not _cancel_requested(run):
+            run.refresh_from_db()
+            return run
+        # asked to stop both ways: the user's cancel wins over the worker's shutdown (another
+        # worker would only claim the run to cancel it)
+        outcome = replace(
+            outcome, status=RunStatus.CANCELLED, error_message="Cancelled on request."
+        )
     summary = dict(outcome.summary or {})  # a copy: a retried call finds the outcome intact
     now = timezone.now()
     fields: dict[str, Any] = {
@@ -90,12 +97,23 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     return run
 
 
-def requeue(run: PipelineRun, outcome: Outcome) -> PipelineRun:
-    PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING).update(
-        **PipelineRun.REQUEUE_FIELDS, error_message=storable_text(outcome.error_message, 10_000)
+def requeue(run: PipelineRun, outcome: Outcome) -> bool:
+    """Put the run back in the queue (its worker is stopping), unless a cancel was requested."""
+    ours = PipelineRun.objects.filter(
+        pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING, cancel_requested=False
     )
-    run.refresh_from_db()
-    return run
+    return bool(
+        ours.update(
+            **PipelineRun.REQUEUE_FIELDS,
+            error_message=storable_text(outcome.error_message, 10_000),
+        )
+    )
+
+
+def _cancel_requested(run: PipelineRun) -> bool:
+    return PipelineRun.objects.filter(
+        pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING, cancel_requested=True
+    ).exists()
 
 
 def stage_stats(run: PipelineRun, summary: dict[str, Any]) -> list[StageStat]:

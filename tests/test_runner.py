@@ -138,6 +138,31 @@ def test_cancel_requested_on_the_row_is_seen_by_the_runner() -> None:
     assert 0 < run.items_out < 2000
 
 
+@override_settings(PIPELINE_APP={"PROGRESS_INTERVAL": 30})
+@pytest.mark.parametrize("cancel_requested", [False, True])
+def test_a_run_its_worker_stops_is_requeued_unless_a_cancel_was_asked(
+    cancel_requested: bool,
+) -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}], source_params={"count": 2000}
+    )
+    run = claimed_run(definition)
+    shutdown = threading.Event()
+
+    def stop_the_worker() -> None:
+        # the cancel is on the row, but the runner reads it only with its next progress write
+        type(run).objects.filter(pk=run.pk).update(cancel_requested=cancel_requested)
+        shutdown.set()
+
+    timer = threading.Timer(0.3, stop_the_worker)
+    timer.start()
+    run = runner.execute(run, shutdown_event=shutdown)
+    timer.join()
+
+    assert run.status == (RunStatus.CANCELLED if cancel_requested else RunStatus.QUEUED)
+    assert run.finished_at is not None if cancel_requested else run.finished_at is None
+
+
 def test_timeout_fails_the_run_with_a_clear_reason() -> None:
     definition = make_definition(
         stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}],
