@@ -5,6 +5,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.models.signals import post_save
 
 from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, Trigger
 from pipeline_app.registry import registry
@@ -241,3 +244,32 @@ def test_a_second_ctrl_c_forces_the_end_and_still_records_the_run_cancelled(
     assert run.status == RunStatus.CANCELLED
     assert 0 < run.items_out < 5000
     assert json.loads(out)["status"] == "cancelled"
+
+
+def test_no_worker_can_see_the_run_before_the_command_claimed_it() -> None:
+    """A worker polling the queue would take a run the command created queued."""
+    seen_queued: list[bool] = []
+
+    def look_from_another_connection(instance: PipelineRun, created: bool, **_: Any) -> None:
+        if not created:
+            return
+
+        def look() -> None:
+            try:
+                queued = PipelineRun.objects.filter(pk=instance.pk, status=RunStatus.QUEUED)
+                seen_queued.append(queued.exists())
+            finally:
+                connection.close()
+
+        worker = threading.Thread(target=look)
+        worker.start()
+        worker.join()
+
+    post_save.connect(look_from_another_connection, sender=PipelineRun)
+    try:
+        _, error = run_command("test-basic", "--param", "count=3")
+    finally:
+        post_save.disconnect(look_from_another_connection, sender=PipelineRun)
+
+    assert error is None
+    assert seen_queued == [False]

@@ -10,6 +10,7 @@ import time
 from typing import Any, Literal
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from pipeline_app import conf, jobs, reporting, runner
 from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
@@ -63,25 +64,31 @@ class Command(BaseCommand):
             )
         if options["wait"] and not options["enqueue"]:
             raise CommandError("--wait goes with --enqueue.", returncode=EXIT_USAGE)
-        run = self._create(options)
-        if options["enqueue"]:
-            self.stderr.write(f"Queued run #{run.pk}")
-            if not options["wait"]:
-                if options["json"]:
-                    self.stdout.write(json.dumps(reporting.run_json(run), default=str))
-                else:
-                    self.stdout.write(str(run.pk))
-                return
-            self._report(self._follow(run.pk, options), options)
+        if not options["enqueue"]:
+            self._run_here(options)
             return
+        run = self._create(options)
+        self.stderr.write(f"Queued run #{run.pk}")
+        if not options["wait"]:
+            if options["json"]:
+                self.stdout.write(json.dumps(reporting.run_json(run), default=str))
+            else:
+                self.stdout.write(str(run.pk))
+            return
+        self._report(self._follow(run.pk, options), options)
+
+    def _run_here(self, options: dict[str, Any]) -> None:
+        worker_id = jobs.worker_identity(":cli")
+        # Created and claimed in one transaction: workers first see the run already running
+        # (a queued run would be theirs to take in between).
+        with transaction.atomic():
+            run = self._create(options)
+            if not jobs.claim_run(run, worker_id):
+                raise CommandError(f"Run #{run.pk} was claimed by another worker.", returncode=1)
         show_progress = self._show_progress(options)
         cancel = threading.Event()
         previous = self._trap_sigint(cancel)
-        worker_id = jobs.worker_identity(":cli")
         try:
-            claimed = jobs.claim_run(run, worker_id)
-            if not claimed:
-                raise CommandError(f"Run #{run.pk} was claimed by another worker.", returncode=1)
             run = runner.execute(
                 run,
                 cancel_event=cancel,
