@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 ErrorPolicy = Literal["drop", "return", "raise"]
-"""What a stage does with an item whose function raised.
+"""What a stage does with an item whose function raised (anything: ``BaseException`` such as
+``asyncio.CancelledError`` or ``SystemExit`` included: it never ends a worker thread) or, in a
+process stage, whose result could not be sent back.
 
 * ``"drop"`` (default): the item is dropped, logged once (one log line per failed item, the
   traceback only for the first failure of each stage), counted (``error_count``) and kept in

@@ -4,6 +4,14 @@ Every worker thread ships its batch to a ``ProcessPoolExecutor`` (one per stage,
 processes, forkserver context since the parent has threads) and waits for it; generators are
 materialised in the child, exceptions come back with their formatted traceback. Batches adapt to
 about ``PROCESS_BATCH_TARGET`` seconds of work in the child (amortising the IPC).
+
+Failures stay per item: whatever the stage function raises (``BaseException`` included, e.g.
+``SystemExit``) is that item's error under the pipeline's error policy; a result that cannot be
+pickled back fails only its item (``PicklingError``; a fan-out keeps the children before the
+first unpicklable one); and when a batch fails as a whole (an input that cannot be pickled, a
+result that cannot be unpickled in the parent) its items are run again one by one, so that only
+the failing ones are errors. A worker process that dies (``os._exit``, a crash) breaks the pool:
+every later item of the stage fails with ``BrokenProcessPool``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from .stage_core import (
     PROCESS_BATCH_TARGET,
     ExcPayload,
     StageCore,
+    StageRun,
     WorkerStats,
     adapt_batch,
     fan_out_child,
@@ -35,6 +44,9 @@ from .stage_core import (
 from .stage_timing import Columns
 
 logger = logging.getLogger("pipeline_app.engine.stage")
+
+Result = tuple[int, Any, float, float]
+"""One item's result from the child: (status, payload, processing start, processing end)."""
 
 
 # ------------------------------------------------------------------------------ process child
@@ -48,18 +60,18 @@ def _exc_payload(exc: BaseException) -> ExcPayload:
     return keep, type(exc).__name__, str(exc), tb
 
 
-def _run_batch(fn: Callable[[Any], Any], values: list[Any]) -> list[tuple[int, Any, float, float]]:
-    """Runs in the child process.
+def _run_batch(fn: Callable[[Any], Any], values: list[Any]) -> bytes:
+    """Runs in the child process: the pickled list of the values' results (``Result``).
 
     Status: 0 value, 1 filtered, 2 fan-out, 3 error, 4 fan-out then error.
     """
     pc = time.perf_counter
-    out: list[tuple[int, Any, float, float]] = []
+    out: list[Result] = []
     for v in values:
         t0 = pc()
         try:
             r = fn(v)
-        except Exception as exc:
+        except BaseException as exc:
             out.append((3, _exc_payload(exc), t0, pc()))
             continue
         if r is None:
@@ -69,13 +81,45 @@ def _run_batch(fn: Callable[[Any], Any], values: list[Any]) -> list[tuple[int, A
             try:
                 for c in r:
                     kids.append((c, pc()))
-            except Exception as exc:
+            except BaseException as exc:
                 out.append((4, (kids, _exc_payload(exc)), t0, pc()))
                 continue
             out.append((2, kids, t0, pc()))
         else:
             out.append((0, r, t0, pc()))
-    return out
+    # Pickled here rather than by the executor, where a single result that cannot be pickled
+    # fails the whole batch. Only when the list as a whole fails are the results checked
+    # one by one.
+    try:
+        return pickle.dumps(out, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return pickle.dumps([_sendable(r) for r in out], pickle.HIGHEST_PROTOCOL)
+
+
+def _sendable(result: Result) -> Result:
+    """``result``, or its item's error if what it carries cannot be pickled."""
+    status, payload, t0, t1 = result
+    if status == 0:
+        try:
+            pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            return 3, _unpicklable_result(exc), t0, t1
+    elif status == 2 or status == 4:
+        kids = payload if status == 2 else payload[0]
+        for k, (value, _yielded) in enumerate(kids):
+            try:
+                pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                return 4, (kids[:k], _unpicklable_result(exc)), t0, t1
+    return result
+
+
+def _unpicklable_result(exc: Exception) -> ExcPayload:
+    err = pickle.PicklingError(
+        f"the result cannot be sent back from the worker process: {type(exc).__name__}: {exc}"
+    )
+    err.__cause__ = exc
+    return _exc_payload(err)
 
 
 def _noop() -> None:
@@ -103,29 +147,50 @@ class ProcessWorker(StageCore):
             pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _process_worker(self, ws: WorkerStats) -> None:
+    def _process_worker(self, ws: WorkerStats, run: StageRun) -> None:
         try:
-            self._process_loop(ws)
+            self._process_loop(ws, run)
         except Stopped:
             pass
-        except Exception:  # pragma: no cover
+        except BaseException:  # pragma: no cover
             logger.exception("stage %r worker crashed", self.name)
-            if self._host is not None:
+            if self._host is not None and run is self._run:
                 self._host._fail(StageError(self.name, -1, "engine worker crashed"))
 
-    def _wait(self, fut: Future[Any]) -> Any:
+    @staticmethod
+    def _wait(run: StageRun, fut: Future[Any]) -> Any:
         while True:
             try:
                 return fut.result(timeout=0.05)
             except FutureTimeout:
-                if self._stopping:
+                if run.stopping:
                     fut.cancel()
                     raise Stopped(0) from None
 
-    def _process_loop(self, ws: WorkerStats) -> None:
-        ch = self.input_queue
-        pool = self._pool
-        assert ch is not None and pool is not None
+    def _run_values(
+        self, run: StageRun, fn: Callable[[Any], Any], values: list[Any]
+    ) -> list[Result]:
+        """The values' results, from one batch in the pool; if the batch fails as a whole, from
+        running them one by one (a value that fails alone gets that failure as its error)."""
+        pool = run.pool
+        assert pool is not None
+        try:
+            results: list[Result] = pickle.loads(
+                self._wait(run, pool.submit(_run_batch, fn, values))
+            )
+            return results
+        except Stopped:
+            raise
+        except BaseException as exc:
+            if run.stopping:
+                raise Stopped(0) from None
+            if len(values) == 1:
+                now = time.perf_counter()
+                return [(3, _exc_payload(exc), now, now)]
+        return [r for v in values for r in self._run_values(run, fn, [v])]
+
+    def _process_loop(self, ws: WorkerStats, run: StageRun) -> None:
+        ch = run.input
         share = self.workers
         max_n = 1
         ema = 0.0
@@ -133,31 +198,21 @@ class ProcessWorker(StageCore):
         while True:
             pos, batch, enqueued = ch.get_batch(max_n, share)
             count = len(batch)  # positions taken (the sequencer needs the whole range)
-            limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
+            limit = run.fail_pos - pos  # batch indexes past a fail-fast failure: no work
             for i, e in enumerate(batch):
                 if e.kind == FAIL:
-                    self._note_fail(pos + i)
+                    self._note_fail(run, pos + i)
                     limit = min(limit, i)
             if limit < count - 1:
                 limit = max(limit, -1)  # a failure before this batch: no work at all
                 kept: list[Envelope] = []
-                self._discard_rest(batch, limit + 1, kept)
+                self._discard_rest(run, batch, limit + 1, kept)
                 batch = batch[: limit + 1] + kept
                 enqueued = enqueued[: limit + 1] + [math.nan] * len(kept)
             values = [e.data for e in batch if e.kind == VALUE]
-            results: list[tuple[int, Any, float, float]] | None = None
-            failure: BaseException | None = None
-            if values:
-                try:
-                    results = self._wait(pool.submit(_run_batch, fn, values))
-                except Stopped:
-                    raise
-                except Exception as exc:
-                    if self._stopping:
-                        raise Stopped(0) from None
-                    failure = exc
+            results = self._run_values(run, fn, values) if values else []
             outs: list[Envelope] = []
-            cols: Columns | None = ([], [], []) if self._tstats is not None else None
+            cols: Columns | None = ([], [], []) if run.tstats is not None else None
             records = False
             j = 0
             work = 0.0
@@ -172,16 +227,6 @@ class ProcessWorker(StageCore):
                 q = enqueued[i] if cols is not None else 0.0
                 if t is not None:
                     records = True
-                if results is None:
-                    now = time.perf_counter()
-                    if t is not None:
-                        t.append(q)
-                        t.append(now)
-                    k0 = len(outs)
-                    self._error(env, ws, failure, None, now, outs, pos + i)
-                    if cols is not None:
-                        self._settle(env, outs, k0, cols, q, now, now)
-                    continue
                 status, payload, t0, t1 = results[j]
                 j += 1
                 work += t1 - t0
@@ -202,7 +247,7 @@ class ProcessWorker(StageCore):
                 elif status == 1:
                     self._filtered(env, ws, t1, outs)
                 elif status == 3:
-                    self._error(env, ws, None, payload, t1, outs, pos + i)
+                    self._error(run, env, ws, None, payload, t1, outs, pos + i)
                 else:
                     kids = payload if status == 2 else payload[0]
                     for k, (v, ty) in enumerate(kids):
@@ -210,15 +255,15 @@ class ProcessWorker(StageCore):
                     ws.n_out += len(kids)
                     k0 = len(outs)
                     if status == 4:
-                        self._error(env, ws, None, payload[1], t1, outs, pos + i)
+                        self._error(run, env, ws, None, payload[1], t1, outs, pos + i)
                     elif not kids:
                         self._filtered(env, ws, t1, outs)
                     else:
                         continue
                 if status != 0 and cols is not None:
-                    self._settle(env, outs, k0, cols, q, t0, t1)
+                    self._settle(run, env, outs, k0, cols, q, t0, t1)
             ws.busy += work
-            self._forward(pos, count, outs, cols, records)
+            self._forward(run, pos, count, outs, cols, records)
             if values and work > 0:
                 ema, max_n = adapt_batch(ema, work / len(values), PROCESS_BATCH_TARGET)
             elif values:

@@ -5,11 +5,14 @@ run the stage function themselves (``thread_worker.py``); with ``executor="proce
 batches to a process pool (``process_worker.py``). Configuration, counters, error handling and
 forwarding are shared (``stage_core.py``). With ``workers > 1`` the outputs go through a
 :class:`~.reorder.Sequencer` that restores order.
+
+``bind()`` begins a new run (:class:`~.stage_core.StageRun`: channels, sequencer, counters, timing,
+fail-fast and stop state) and every worker thread keeps the run it was started for: a thread that
+``stop()`` left inside the stage function cannot deliver into the run of a restarted pipeline.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
@@ -22,6 +25,7 @@ from .stage_core import (
     PROCESS_BATCH_TARGET,
     THREAD_BATCH_TARGET,
     StageHost,
+    StageRun,
     WorkerStats,
 )
 from .stage_timing import StageStats
@@ -34,6 +38,7 @@ __all__ = [
     "THREAD_BATCH_TARGET",
     "PipelineStage",
     "StageHost",
+    "StageRun",
     "WorkerStats",
 ]
 
@@ -46,26 +51,27 @@ class PipelineStage(ThreadWorker, ProcessWorker):
         self.input_queue = input_queue
         self.output_queue = output_queue
         self._host = host
-        self._tstats = StageStats() if self.enable_timing else None
-        on_put = self._tstats.add_forwarded if self._tstats is not None else None
-        self._sequencer = Sequencer(output_queue, bound, on_put) if self.workers > 1 else None
-        self._sink = output_queue
+        tstats = StageStats() if self.enable_timing else None
+        on_put = tstats.add_forwarded if tstats is not None else None
+        sequencer = Sequencer(output_queue, bound, on_put) if self.workers > 1 else None
         self._stats = [WorkerStats() for _ in range(self.workers)]
+        self._run = StageRun(input_queue, output_queue, sequencer, tstats, self._stats)
         self._logged_first_error = False
-        self._fail_pos = sys.maxsize
 
     def start(self) -> None:
-        if self.input_queue is None or self._sink is None:
+        run = self._run
+        if run is None:
             raise RuntimeError(f"stage {self.name!r} is not bound to a pipeline")
-        self._stopping = False
         if self.executor == "process":
             self._start_pool()
+            run.pool = self._pool
         target = self._process_worker if self.executor == "process" else self._thread_worker
+        # each thread gets its run: see StageRun
         self._threads = [
             threading.Thread(
-                target=target, args=(ws,), name=f"pipeline-{self.name}-{i}", daemon=True
+                target=target, args=(ws, run), name=f"pipeline-{self.name}-{i}", daemon=True
             )
-            for i, ws in enumerate(self._stats)
+            for i, ws in enumerate(run.stats)
         ]
         self.running = True
         for t in self._threads:
@@ -73,12 +79,13 @@ class PipelineStage(ThreadWorker, ProcessWorker):
 
     def stop(self) -> None:
         """Signal the workers to stop (non-blocking; the channels are aborted by the pipeline)."""
-        self._stopping = True
         self.running = False
-        if self._sequencer is not None:
-            self._sequencer.abort()
-        if self.input_queue is not None:
-            self.input_queue.abort()
+        run = self._run
+        if run is not None:
+            run.stopping = True
+            if run.sequencer is not None:
+                run.sequencer.abort()
+            run.input.abort()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 

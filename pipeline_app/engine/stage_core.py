@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
-from .channel import Channel
+from .channel import Channel, Stopped
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
 from .item import EOS, ERROR, FAIL, HOLE, VALUE, Envelope
 from .output_buffer import OutputBuffer
@@ -83,6 +83,46 @@ class WorkerStats:
         self.busy = 0.0
 
 
+class StageRun:
+    """One run of a stage (``bind`` ... ``stop``): where its workers take items from and deliver
+    to, its counters and timing, and its fail-fast and stop state.
+
+    Every worker thread keeps the run it was started for, so a thread still inside the stage
+    function when ``stop()`` gave up waiting for it delivers into its own aborted run (and ends),
+    never into the run of a restarted pipeline.
+    """
+
+    __slots__ = (
+        "fail_lock",
+        "fail_pos",
+        "input",
+        "pool",
+        "sequencer",
+        "sink",
+        "stats",
+        "stopping",
+        "tstats",
+    )
+
+    def __init__(
+        self,
+        input_channel: Channel,
+        sink: Sink,
+        sequencer: Sequencer | None,
+        tstats: StageStats | None,
+        stats: list[WorkerStats],
+    ) -> None:
+        self.input = input_channel
+        self.sink = sink
+        self.sequencer = sequencer
+        self.tstats = tstats
+        self.stats = stats
+        self.pool: ProcessPoolExecutor | None = None
+        self.stopping = False
+        self.fail_lock = threading.Lock()
+        self.fail_pos = sys.maxsize  # earliest input position that failed (policy "raise")
+
+
 class StageCore:
     """Configuration, counters, error handling and forwarding of a stage (see ``stage.py``)."""
 
@@ -100,10 +140,17 @@ class StageCore:
         error_policy: ErrorPolicy | None = None,
         index: int = 0,
     ) -> None:
+        if not callable(process_fn):
+            raise TypeError(
+                f"stage {name!r}: the stage function must be callable, "
+                f"not {type(process_fn).__name__}"
+            )
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(f"stage {name!r}: workers must be an int >= 1, not {workers!r}")
         if workers < 1:
-            raise ValueError("workers must be >= 1")
+            raise ValueError(f"stage {name!r}: workers must be >= 1, not {workers}")
         if executor not in ("thread", "process"):
-            raise ValueError("executor must be 'thread' or 'process'")
+            raise ValueError(f"stage {name!r}: executor must be 'thread' or 'process'")
         if executor == "process":
             try:
                 pickle.dumps(process_fn)
@@ -124,16 +171,11 @@ class StageCore:
         self.index = index
         self.running = False
         self._host: StageHost | None = None
-        self._sink: Sink | None = None
-        self._sequencer: Sequencer | None = None
+        self._run: StageRun | None = None  # the current run (set by bind)
         self._threads: list[threading.Thread] = []
-        self._stats: list[WorkerStats] = []
+        self._stats: list[WorkerStats] = []  # the current run's
         self._pool: ProcessPoolExecutor | None = None
-        self._stopping = False
         self._logged_first_error = False
-        self._fail_lock = threading.Lock()
-        self._fail_pos = sys.maxsize  # earliest input position that failed (policy "raise")
-        self._tstats: StageStats | None = None  # timing on: built up by the stage's threads
 
     # ---------------------------------------------------------------- stats (seed attributes)
     @property
@@ -165,14 +207,16 @@ class StageCore:
         return self.input_queue.clear() if self.input_queue is not None else 0
 
     # ---------------------------------------------------------------- error handling
-    def _note_fail(self, pos: int) -> None:
+    @staticmethod
+    def _note_fail(run: StageRun, pos: int) -> None:
         """Input position ``pos`` failed (or carried a fail marker): later ones need no work."""
-        with self._fail_lock:
-            if pos < self._fail_pos:
-                self._fail_pos = pos
+        with run.fail_lock:
+            if pos < run.fail_pos:
+                run.fail_pos = pos
 
     def _error(
         self,
+        run: StageRun,
         env: Envelope,
         ws: WorkerStats,
         exc: BaseException | None,
@@ -181,6 +225,8 @@ class StageCore:
         outs: list[Envelope],
         pos: int,
     ) -> None:
+        if run is not self._run:
+            raise Stopped(0)  # a thread of a previous run: nothing to report to any more
         ws.errors += 1
         if payload is None:
             assert exc is not None
@@ -206,7 +252,7 @@ class StageCore:
             # stage skips the positions after it meanwhile (see _thread_loop/_process_loop).
             err = StageError(self.name, env.seq, f"{exc_type}: {msg}", tb)
             err.__cause__ = exc
-            self._note_fail(pos)
+            self._note_fail(run, pos)
             env.kind = FAIL
             env.data = err
             outs.append(env)
@@ -231,8 +277,9 @@ class StageCore:
             env.data = None
             outs.append(env)
 
+    @staticmethod
     def _forward(
-        self,
+        run: StageRun,
         pos: int,
         count: int,
         outs: list[Envelope],
@@ -240,23 +287,23 @@ class StageCore:
         records: bool = True,
     ) -> None:
         """Put ``outs`` downstream (``records``: some of them may carry per-item stamps)."""
-        seqr = self._sequencer
+        seqr = run.sequencer
         if seqr is not None:
             seqr.deposit(pos, count, outs, None if timing is None else as_columns(timing))
         elif outs:
-            sink = self._sink
-            assert sink is not None
+            sink = run.sink
             if isinstance(sink, OutputBuffer):
                 stamps = sink.put_many(outs, records)
             else:
                 stamps = sink.put_many(outs)
             if timing is not None:
-                tstats = self._tstats
+                tstats = run.tstats
                 assert tstats is not None
                 tstats.add_forwarded(timing, stamps)
 
     def _settle(
         self,
+        run: StageRun,
         env: Envelope,
         outs: list[Envelope],
         k0: int,
@@ -274,7 +321,7 @@ class StageCore:
             cols[1].append(start)
             cols[2].append(end)
             return
-        tstats = self._tstats
+        tstats = run.tstats
         assert tstats is not None
         tstats.add_one(q, start, end)
         self._pad(cols, len(outs) - k0)
@@ -291,11 +338,13 @@ class StageCore:
     @property
     def timing_stats(self) -> StageStats | None:
         """The stage's timing statistics (timing on), built up by its threads."""
-        return self._tstats
+        return self._run.tstats if self._run is not None else None
 
-    def _discard_rest(self, batch: list[Envelope], i: int, outs: list[Envelope]) -> None:
+    def _discard_rest(
+        self, run: StageRun, batch: list[Envelope], i: int, outs: list[Envelope]
+    ) -> None:
         rest = batch[i:]
         outs.extend(e for e in rest if e.kind == EOS or e.kind == FAIL)
         n = sum(1 for e in rest if e.kind in (VALUE, ERROR))
-        if n and self._host is not None:
+        if n and self._host is not None and run is self._run:
             self._host._add_discarded(n)

@@ -6,6 +6,10 @@ for longer than ``FLUSH_INTERVAL``, so slow items still stream to the next stage
 parallelism) and the transmission time stays the time an item really waited to be put
 downstream. With ``workers > 1`` the batch size adapts to about ``THREAD_BATCH_TARGET`` seconds of
 work (load balance).
+
+Whatever the stage function raises, ``BaseException`` included (``asyncio.CancelledError``,
+``SystemExit`` ...), is that item's error under the pipeline's error policy: nothing the function
+raises ends a worker thread (which would leave the consumer waiting forever).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .stage_core import (
     MAX_BATCH,
     THREAD_BATCH_TARGET,
     StageCore,
+    StageRun,
     WorkerStats,
     adapt_batch,
     fan_out_child,
@@ -35,22 +40,21 @@ logger = logging.getLogger("pipeline_app.engine.stage")
 class ThreadWorker(StageCore):
     """The ``executor="thread"`` worker loop."""
 
-    def _thread_worker(self, ws: WorkerStats) -> None:
+    def _thread_worker(self, ws: WorkerStats, run: StageRun) -> None:
         try:
-            self._thread_loop(ws)
+            self._thread_loop(ws, run)
         except Stopped:
             pass
-        except Exception:  # pragma: no cover - engine bug: make it visible, stop cleanly
+        except BaseException:  # pragma: no cover - engine bug: make it visible, stop cleanly
             logger.exception("stage %r worker crashed", self.name)
-            if self._host is not None:
+            if self._host is not None and run is self._run:
                 self._host._fail(StageError(self.name, -1, "engine worker crashed"))
 
-    def _thread_loop(self, ws: WorkerStats) -> None:
-        if self._tstats is not None:
-            self._thread_loop_timed(ws)
+    def _thread_loop(self, ws: WorkerStats, run: StageRun) -> None:
+        if run.tstats is not None:
+            self._thread_loop_timed(ws, run)
             return
-        ch = self.input_queue
-        assert ch is not None
+        ch = run.input
         fn = self.process_fn
         pc = time.perf_counter
         share = self.workers
@@ -67,15 +71,15 @@ class ThreadWorker(StageCore):
             first = 0
             n_in = n_out = 0
             last = len(batch) - 1
-            limit = self._fail_pos - pos  # batch indexes past a fail-fast failure: no work
+            limit = run.fail_pos - pos  # batch indexes past a fail-fast failure: no work
             for i, env in enumerate(batch):
                 if env.kind != VALUE:
                     outs.append(env)
                     if env.kind == FAIL:
-                        self._note_fail(pos + i)
+                        self._note_fail(run, pos + i)
                         limit = min(limit, i)
                 elif ch.cleared != epoch or i > limit:  # clear()/interrupt(), or failed before
-                    self._discard_rest(batch, i, outs)
+                    self._discard_rest(run, batch, i, outs)
                     break
                 else:
                     n_in += 1
@@ -86,13 +90,13 @@ class ThreadWorker(StageCore):
                         t.append(now)
                     try:
                         r = fn(env.data)
-                    except Exception as exc:
-                        self._error(env, ws, exc, None, pc(), outs, pos + i)
+                    except BaseException as exc:
+                        self._error(run, env, ws, exc, None, pc(), outs, pos + i)
                         r = env  # marker: handled
-                        limit = self._fail_pos - pos
+                        limit = run.fail_pos - pos
                     if type(r) is GeneratorType:
-                        n_out += self._fan_out(env, r, ws, outs, pos + i)
-                        limit = self._fail_pos - pos
+                        n_out += self._fan_out(run, env, r, ws, outs, pos + i)
+                        limit = run.fail_pos - pos
                         now = pc()
                     elif r is None:
                         now = pc()
@@ -110,7 +114,7 @@ class ThreadWorker(StageCore):
                     ws.n_in += n_in
                     ws.n_out += n_out
                     n_in = n_out = 0
-                    forward(pos + first, i + 1 - first, outs)
+                    forward(run, pos + first, i + 1 - first, outs)
                     outs = []
                     first = i + 1
                     t_flush = pc()
@@ -121,12 +125,13 @@ class ThreadWorker(StageCore):
             b1 = pc()
             work = b1 - b0 - put_time
             ws.busy += work
-            forward(pos + first, len(batch) - first, outs)
+            forward(run, pos + first, len(batch) - first, outs)
             if share > 1:
                 ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
 
     def _fan_out(
         self,
+        run: StageRun,
         env: Envelope,
         gen: Any,
         ws: WorkerStats,
@@ -144,23 +149,23 @@ class ThreadWorker(StageCore):
                 yielded = pc() if timed else 0.0
                 outs.append(fan_out_child(env, v, k, cols, start, yielded, enqueued))
                 k += 1
-        except Exception as exc:
+        except BaseException as exc:
             ws.n_out += k
             k0 = len(outs)
             end = pc()
-            self._error(env, ws, exc, None, end, outs, pos)
+            self._error(run, env, ws, exc, None, end, outs, pos)
             if cols is not None:
-                self._settle(env, outs, k0, cols, enqueued, start, end)
+                self._settle(run, env, outs, k0, cols, enqueued, start, end)
             return 0
         if k == 0:
             end = pc()
             k0 = len(outs)
             self._filtered(env, ws, end, outs)
             if cols is not None:
-                self._settle(env, outs, k0, cols, enqueued, start, end)
+                self._settle(run, env, outs, k0, cols, enqueued, start, end)
         return k
 
-    def _thread_loop_timed(self, ws: WorkerStats) -> None:
+    def _thread_loop_timed(self, ws: WorkerStats, run: StageRun) -> None:
         """``_thread_loop`` with timing: the same work plus the outputs' timing columns.
 
         An item's processing starts when the previous one ended (one clock read per item, as
@@ -169,8 +174,7 @@ class ThreadWorker(StageCore):
         list operations when it is closed (``_close_run``): before anything else is appended
         (markers, errors, filtered items, fan-outs, which append their own columns) and before
         a forward."""
-        ch = self.input_queue
-        assert ch is not None
+        ch = run.input
         fn = self.process_fn
         pc = time.perf_counter
         share = self.workers
@@ -194,20 +198,20 @@ class ThreadWorker(StageCore):
             first = 0
             n_in = n_out = 0
             last = len(batch) - 1
-            limit = self._fail_pos - pos
+            limit = run.fail_pos - pos
             for i, env in enumerate(batch):
                 if env.kind != VALUE:
                     _close_run(cols, enq, run_first, run_start, ends)
                     outs.append(env)
                     pad(cols, 1)
                     if env.kind == FAIL:
-                        self._note_fail(pos + i)
+                        self._note_fail(run, pos + i)
                         limit = min(limit, i)
                     run_first, run_start, ends = i + 1, now, []
                 elif ch.cleared != epoch or i > limit:
                     _close_run(cols, enq, run_first, run_start, ends)
                     k0 = len(outs)
-                    self._discard_rest(batch, i, outs)
+                    self._discard_rest(run, batch, i, outs)
                     pad(cols, len(outs) - k0)
                     run_first, ends = len(batch), []
                     break
@@ -220,21 +224,21 @@ class ThreadWorker(StageCore):
                         records = True
                     try:
                         r = fn(env.data)
-                    except Exception as exc:
+                    except BaseException as exc:
                         start = ends[-1] if ends else run_start
                         now = pc()
                         _close_run(cols, enq, run_first, run_start, ends)
                         k0 = len(outs)
-                        self._error(env, ws, exc, None, now, outs, pos + i)
-                        settle(env, outs, k0, cols, enq[i], start, now)
+                        self._error(run, env, ws, exc, None, now, outs, pos + i)
+                        settle(run, env, outs, k0, cols, enq[i], start, now)
                         run_first, run_start, ends = i + 1, now, []
                         r = env  # marker: handled
-                        limit = self._fail_pos - pos
+                        limit = run.fail_pos - pos
                     if type(r) is GeneratorType:
                         start = ends[-1] if ends else run_start
                         _close_run(cols, enq, run_first, run_start, ends)
-                        n_out += self._fan_out(env, r, ws, outs, pos + i, cols, start, enq[i])
-                        limit = self._fail_pos - pos
+                        n_out += self._fan_out(run, env, r, ws, outs, pos + i, cols, start, enq[i])
+                        limit = run.fail_pos - pos
                         now = pc()
                         run_first, run_start, ends = i + 1, now, []
                     elif r is None:
@@ -243,7 +247,7 @@ class ThreadWorker(StageCore):
                         _close_run(cols, enq, run_first, run_start, ends)
                         k0 = len(outs)
                         self._filtered(env, ws, now, outs)
-                        settle(env, outs, k0, cols, enq[i], start, now)
+                        settle(run, env, outs, k0, cols, enq[i], start, now)
                         run_first, run_start, ends = i + 1, now, []
                     elif r is not env:
                         env.data = r
@@ -258,7 +262,7 @@ class ThreadWorker(StageCore):
                     ws.n_out += n_out
                     n_in = n_out = 0
                     timing = _timing(cols, enq, run_first, run_start, ends)
-                    forward(pos + first, i + 1 - first, outs, timing, records)
+                    forward(run, pos + first, i + 1 - first, outs, timing, records)
                     outs = []
                     cols = ([], [], [])
                     records = False
@@ -273,7 +277,7 @@ class ThreadWorker(StageCore):
             work = b1 - b0 - put_time
             ws.busy += work
             timing = _timing(cols, enq, run_first, run_start, ends)
-            forward(pos + first, len(batch) - first, outs, timing, records)
+            forward(run, pos + first, len(batch) - first, outs, timing, records)
             if share > 1:
                 ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
 
