@@ -55,9 +55,18 @@ Stop
 ``await stop()`` aborts every channel (which wakes every blocked thread and future), waits for the
 threads in a helper thread (never on the loop) up to ``stop_timeout`` (default 0.5 s: a thread
 still inside a user function then ends right after it), terminates busy process workers, and
-returns how many items it discarded. It is idempotent. ``stop(drain=True)`` / :meth:`drain` first
-closes the input and waits until everything in flight has passed every stage. ``async with``
-starts on enter and stops on exit (``run()`` has consumed everything on a normal exit).
+returns how many items it discarded. It is idempotent, and runs in a task of its own (a caller
+cancelled meanwhile does not cut it short; a later call awaits it). ``stop(drain=True)`` /
+:meth:`drain` first closes the input and waits until everything in flight has come out: taken by
+the consumer when one is iterating the output (awaited inside that consumer's loop, the output
+buffer takes everything instead, so it cannot deadlock), else into the output buffer. ``async
+with`` starts on enter and stops on exit (``run()`` has consumed everything on a normal exit).
+
+A consumer that breaks out of ``generate_output_stream()`` leaves the rest of the stream for the
+next iteration; one that leaves ``run()`` early abandons its stream: feeding stops and what was
+fed of it is dropped (and counted as discarded) when it comes out, so the next ``run()`` sees only
+its own outputs. Whatever a stage function raises, ``BaseException`` included, is that item's
+error under the policy.
 
 Timing (``enable_timing=True``)
 -------------------------------
