@@ -131,3 +131,11 @@ class UnstorableResultSink:
 @registry.sink("test-unstorable-result")
 def unstorable_result_sink(context: SinkContext) -> UnstorableResultSink:
     return UnstorableResultSink()
+
+
+@registry.source("test-json-params")
+async def json_params_source(label: Any = "x", tags: list[str] | None = None) -> AsyncIterator[Any]:
+    """``Any`` and list parameters are of kind "json"."""
+    yield label
+    for tag in tags or []:
+        yield tag

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,10 @@ from django.db import connection
 from django.db.models.signals import post_save
 
 from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, Trigger
-from pipeline_app.registry import registry
 from tests.factories import make_definition
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("synced_pipelines")]
-
-
-@registry.source("test-json-params")
-async def json_params_source(label: Any = "x", tags: list[str] | None = None) -> AsyncIterator[Any]:
-    """``Any`` and list parameters are of kind "json"."""
-    yield label
-    for tag in tags or []:
-        yield tag
 
 
 def run_command(*args: str) -> tuple[str, CommandError | None]:

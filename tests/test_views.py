@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import include, path, reverse
 from django.utils import timezone
 
-from pipeline_app import queries, registry, stamps
+from pipeline_app import queries, stamps
 from pipeline_app.models import (
     ItemStatus,
     ItemTiming,
@@ -109,12 +108,6 @@ def make_run(
         for seq in range(items)
     )
     return run
-
-
-@registry.source("test-json-params")
-async def json_params_source(tags: list[str] | None = None) -> AsyncIterator[str]:
-    for tag in tags or []:
-        yield tag
 
 
 @pytest.fixture
