@@ -27,14 +27,20 @@ def validated_params(
     sink = registry.get("sink", snapshot["sink"])
     source_values = {**snapshot["source_params"], **run_params.get("source", {})}
     sink_values = {**snapshot["sink_params"], **run_params.get("sink", {})}
+    checked_source = params.validate(
+        f"source {source.name!r}",
+        source.params,
+        source_values,
+        file_params=source.file_params,
+        file_roots=roots,
+    )
+    if source.check is not None:
+        try:
+            source.check(checked_source)
+        except ValueError as exc:
+            raise params.ParamError(f"source {source.name!r}: {exc}") from None
     return (
-        params.validate(
-            f"source {source.name!r}",
-            source.params,
-            source_values,
-            file_params=source.file_params,
-            file_roots=roots,
-        ),
+        checked_source,
         params.validate(
             f"sink {sink.name!r}",
             sink.params,

@@ -46,14 +46,21 @@ async def _batched(lines: Iterator[Any]) -> AsyncIterator[list[Any]]:
         yield batch
 
 
+def _check_range(params: dict[str, Any]) -> None:
+    if params.get("count", 1000) < 0:
+        raise ValueError("count must be >= 0")
+    if params.get("delay", 0.0) < 0:
+        raise ValueError("delay must be >= 0")
+
+
 @registry.source(
     "range",
-    size_hint=lambda params: params.get("count", 1000),
+    size_hint=lambda params: max(params.get("count", 1000), 0),
+    check=_check_range,
     description="Integers start .. start+count-1, optionally paced.",
 )
 async def range_source(count: int = 1000, start: int = 0, delay: float = 0.0) -> AsyncIterator[int]:
-    if count < 0:
-        raise ValueError("count must be >= 0")
+    _check_range({"count": count, "delay": delay})
     for number in range(start, start + count):
         if delay > 0:
             await asyncio.sleep(delay)

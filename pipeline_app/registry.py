@@ -46,6 +46,7 @@ class Registered:
     params: tuple[ParamSpec, ...]
     file_params: frozenset[str] = frozenset()
     size_hint: Callable[[dict[str, Any]], int | None] | None = None
+    check: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,7 @@ class Registry:
         skip_first: bool,
         file_params: Iterable[str] = (),
         size_hint: Callable[[dict[str, Any]], int | None] | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
     ) -> Registered:
         key = name or func.__name__.replace("_", "-")
         existing = table.get(key)
@@ -115,6 +117,7 @@ class Registry:
             params=signature_params(func, skip_first=skip_first),
             file_params=frozenset(file_params),
             size_hint=size_hint,
+            check=check,
         )
         table[key] = entry
         return entry
@@ -135,17 +138,28 @@ class Registry:
         description: str = "",
         file_params: Iterable[str] = (),
         size_hint: Callable[[dict[str, Any]], int | None] | None = None,
+        check: Callable[[dict[str, Any]], None] | None = None,
     ) -> Callable[[F], F]:
         """Register an input source: an async iterator function taking keyword parameters.
 
-        ``size_hint(params)`` may return the number of items to expect, for progress and ETA.
+        ``size_hint(params)`` may return the number of items to expect, for progress and ETA;
+        ``check(params)`` may raise ``ValueError`` for values the signature's types let through
+        (a negative count, say): the run is refused when it is submitted, as for a wrong type.
         """
 
         def decorator(func: F) -> F:
             if not inspect.isasyncgenfunction(func):
                 raise RegistryError(f"Source {func!r} must be an async generator function.")
             self._add(
-                self.sources, "source", func, name, description, False, file_params, size_hint
+                self.sources,
+                "source",
+                func,
+                name,
+                description,
+                False,
+                file_params,
+                size_hint,
+                check,
             )
             return func
 

@@ -73,6 +73,7 @@ def test_no_timing_and_output_file(tmp_path: Path) -> None:
         (("test-basic", "--param", "oops"), "key=value"),
         (("test-basic", "--param", "typo.count=3"), "use KEY=VALUE for a source parameter"),
         (("test-basic", "--param", "sink.=3"), "use KEY=VALUE for a source parameter"),
+        (("test-basic", "--param", "count=-5"), "source 'range': count must be >= 0"),
         ((), "Give a pipeline name"),
     ],
 )
