@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -63,7 +65,7 @@ def test_database_and_redis_urls_select_scale_out_backends() -> None:
     )
     assert engine == "django.db.backends.postgresql"
     assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
-    assert layer["CONFIG"]["hosts"] == ["redis://cache.example:6379/1"]
+    assert layer["CONFIG"]["hosts"][0]["address"] == "redis://cache.example:6379/1"
     assert hosts == ["pipes.example.com", "www.example.com"]
 
 
@@ -112,3 +114,21 @@ async def test_asgi_application_serves_admin_login_over_http() -> None:
     response = await communicator.get_response(timeout=10)
     assert response["status"] == 200
     assert b"csrfmiddlewaretoken" in response["body"]
+
+
+async def test_an_idle_receive_on_the_redis_layer_outlives_the_client_read_timeout(
+    redis_url: str,
+) -> None:
+    from channels_redis.core import RedisChannelLayer
+
+    config = settings_in_subprocess(
+        {"SECRET_KEY": "x" * 60, "REDIS_URL": redis_url}, "s.CHANNEL_LAYERS['default']['CONFIG']"
+    )
+    layer = RedisChannelLayer(**{**config, "prefix": f"idle-{uuid.uuid4().hex[:8]}"})  # type: ignore[dict-item]
+    channel = await layer.new_channel()
+    receive = asyncio.create_task(layer.receive(channel))
+    await asyncio.sleep(7)  # idle longer than redis-py 8's default read timeout (5 s)
+    assert not receive.done()
+    await layer.send(channel, {"type": "run.progress"})
+    assert (await asyncio.wait_for(receive, 5))["type"] == "run.progress"
+    await layer.close_pools()
