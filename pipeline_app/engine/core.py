@@ -63,7 +63,6 @@ class PipelineCore(Generic[T, U]):
         self._fatal: StageError | None = None
         self._halted = False
         self._stop_future: asyncio.Future[int] | None = None
-        self._leftover: list[Envelope] = []
         # streams whose run() consumer left early: their outputs are dropped up to their EOS
         self._abandoned_streams = 0
         self._consumers: set[asyncio.Task[Any]] = set()  # tasks iterating the output now

@@ -78,6 +78,7 @@ class InputFeeding(PipelineCore[T, U]):
             raise RuntimeError("Pipeline is not running") from None
 
     def put_input_sentinel(self, sentinel: U) -> None:
+        self._input_closed = False  # as data: a later drain() closes the input after it
         try:
             self._put_sync(Envelope(SENTINEL, sentinel))
         except Stopped:
@@ -85,6 +86,7 @@ class InputFeeding(PipelineCore[T, U]):
 
     async def process_input_sentinel(self, sentinel: U) -> None:
         ch = self._check_running()
+        self._input_closed = False
         try:
             await ch.aput(Envelope(SENTINEL, sentinel))
         except Stopped:

@@ -40,12 +40,9 @@ class OutputIteration(Shutdown[T, U]):
             self._consumers.add(consumer)
         try:
             while not self._halted:
-                if self._leftover:
-                    batch, self._leftover = self._leftover, []
-                else:
-                    batch = await out.get_batch()
-                    if not batch:
-                        break
+                batch = await out.get_batch()
+                if not batch:
+                    break
                 if self._abandoned_streams:
                     batch = self._skip_abandoned(batch)
                     if not batch:
@@ -82,15 +79,13 @@ class OutputIteration(Shutdown[T, U]):
                             break
                         else:  # EOS
                             end = idx
-                            if idx + 1 < n:
-                                self._leftover = batch[idx + 1 :] + self._leftover
+                            out.unget(batch[idx + 1 :])  # for the next iteration
                             self._t_last_out = pc()
                             out.note_delivered_eos()
                             return
                 except BaseException:
                     end = idx + 1  # thrown in at a yield: that output was taken
-                    if end < n:  # the rest stays for the next iteration
-                        self._leftover = batch[end:] + self._leftover
+                    out.unget(batch[end:])  # the rest stays for the next iteration
                     raise
                 finally:
                     if agg is not None:

@@ -34,7 +34,7 @@ class OutputBuffer:
         self._not_full = threading.Condition(self._lock)
         self._putters = 0
         self.attached = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._getters: list[asyncio.Future[None]] = []  # consumers waiting for outputs
         self.aborted = False
         self.eos_seen = 0
         self._eos_waiters: list[asyncio.Future[None]] = []
@@ -81,10 +81,9 @@ class OutputBuffer:
                     stamps.append((j, now))
                 self._dq.extend(chunk)
                 i = j
-                w = self._waiter
-                if w is not None:
-                    self._waiter = None
-                    _wake_all((w,))
+                if self._getters:
+                    getters, self._getters = self._getters, []
+                    _wake_all(getters)
             if eos:
                 self.eos_seen += eos
                 if self._eos_waiters:
@@ -106,13 +105,24 @@ class OutputBuffer:
                 if self.aborted:
                     return []
                 fut: asyncio.Future[None] = loop.create_future()
-                self._waiter = fut
+                self._getters.append(fut)
             try:
                 await fut
             finally:
                 with self._lock:
-                    if self._waiter is fut:
-                        self._waiter = None
+                    if fut in self._getters:
+                        self._getters.remove(fut)
+
+    def unget(self, envs: list[Envelope]) -> None:
+        """Put back, at the front, what a consumer took and did not consume (it broke out of
+        its loop, or its iteration ended at an end-of-stream marker): the next batch starts
+        with it, whoever takes it."""
+        if not envs:
+            return
+        with self._lock:
+            self._dq.extendleft(reversed(envs))
+            getters, self._getters = self._getters, []
+        _wake_all(getters)
 
     async def wait_eos(self, target: int) -> None:
         loop = asyncio.get_running_loop()
@@ -169,11 +179,9 @@ class OutputBuffer:
         with self._lock:
             self.aborted = True
             self._not_full.notify_all()
-            futs = list(self._eos_waiters)
+            futs = self._eos_waiters + self._getters
             self._eos_waiters = []
-            if self._waiter is not None:
-                futs.append(self._waiter)
-                self._waiter = None
+            self._getters = []
         _wake_all(futs)
 
     def clear(self) -> int:

@@ -15,7 +15,6 @@ import logging
 import time
 
 from .core import PipelineCore, T, U
-from .item import EOS, ERROR, FAIL, VALUE
 
 logger = logging.getLogger("pipeline_app.engine.pipeline")
 
@@ -56,7 +55,6 @@ class Shutdown(PipelineCore[T, U]):
             self.running = False
         discarded = self._in_flight()
         self._discarded += discarded
-        self._leftover = []
         if self._out is not None:
             self._out.drain_all()
         for stage in self.stages:
@@ -99,8 +97,6 @@ class Shutdown(PipelineCore[T, U]):
         n = sum(ch.clear() for ch in self._channels)
         if self._out is not None:
             n += self._out.clear()
-        n += sum(1 for e in self._leftover if e.kind in (VALUE, ERROR))
-        self._leftover = [e for e in self._leftover if e.kind == EOS or e.kind == FAIL]
         with self._lock:
             self._discarded += n
             self._counter_base = self._next_seq - self._failed_puts

@@ -35,7 +35,6 @@ from operator import sub
 
 from .histogram import Histogram
 
-SMALL_BATCH = 64  # end-to-end: delivered batches up to this size are bucketed exactly
 FOLD_EVERY = 4096  # outputs reduced before they are folded into the histograms
 EXACT_VALUES = 2048  # each stage's first outputs are bucketed exactly ...
 SAMPLE_EVERY = 64  # ... then every 64th (a systematic sample over the stream)

@@ -6,7 +6,9 @@ thread, once per delivered output batch, so no lock and ``on_item_timing`` is al
 that one thread) is the end-to-end latency of delivered outputs (from creation to when the
 consumer took the output batch holding it; see ``output.py``) -- a
 :class:`~.histogram.Histogram` (count, sum, exact min/max, ~1 % relative-error log buckets for
-percentiles, sampled for large batches) fed with C-level column arithmetic -- and the per-item
+percentiles: the first ``EXACT_VALUES`` outputs bucketed exactly, then a systematic sample of
+every ``SAMPLE_EVERY``-th output across the stream, as for the stages) fed with C-level column
+arithmetic -- and the per-item
 :class:`~.item.ItemRecord` objects, built only for items that carry per-item stamps (every item
 when an ``on_item_timing``/``on_item_timings``/``on_item_stamps`` callback is set, else the first
 ``max_item_records``; see ``feeding.py``).
@@ -19,11 +21,11 @@ from collections.abc import Callable
 
 from .histogram import Histogram
 from .item import ERROR, VALUE, Envelope, ItemRecord, StampBatch, delivered_record
-from .stage_timing import SMALL_BATCH, StageStats, StageTiming
+from .stage_timing import EXACT_VALUES, SAMPLE_EVERY, StageStats, StageTiming
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SMALL_BATCH", "Aggregator", "Histogram", "StageStats", "StageTiming"]
+__all__ = ["Aggregator", "Histogram", "StageStats", "StageTiming"]
 
 RawRecord = tuple[
     int,
@@ -49,6 +51,8 @@ class Aggregator:
         self.stage_names = stage_names
         self._names = tuple(stage_names)
         self.total = Histogram()  # end-to-end latency of delivered outputs
+        self._exact_left = EXACT_VALUES  # outputs still bucketed exactly
+        self._phase = 0  # index, in the next sampled part, of the next sampled output
         self.sum_latency = 0.0
         self._kept: list[ItemRecord] = []
         # records kept for the report and not yet built: (seq, sub, stamps, delivered, info,
@@ -100,11 +104,22 @@ class Aggregator:
         if m:
             created = [e.c for e in outputs]
             total = m * taken - sum(created)
-            step = 1 if m <= Histogram.SAMPLE else -(-m // Histogram.SAMPLE)
-            sample = [taken - c for c in created[::step]]
             lo = taken - max(created)
             hi = taken - min(created)
-            self.total.record_summary(m, total, sample, step, lo, hi)
+            # the first EXACT_VALUES outputs exactly, then every SAMPLE_EVERY-th across the
+            # stream (not per batch: one large batch must not be judged by a few values)
+            exact = self._exact_left
+            if exact >= m:
+                self.total.record_summary(m, total, [taken - c for c in created], 1, lo, hi)
+                self._exact_left = exact - m
+            else:
+                head = [taken - c for c in created[:exact]] if exact > 0 else []
+                self.total.record_summary(m, total, head, 1, lo, hi)
+                self._exact_left = 0
+                phase = self._phase
+                tail = [taken - c for c in created[exact + phase :: SAMPLE_EVERY]]
+                self.total.add_sample(tail, SAMPLE_EVERY)
+                self._phase = (phase - (m - exact)) % SAMPLE_EVERY
             self.delivered += m
             self.sum_latency += total
         want_stamps = self._want_stamps()

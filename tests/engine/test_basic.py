@@ -310,3 +310,71 @@ def test_bad_constructor_arguments_are_refused_at_once(kwargs: dict[str, object]
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
         AsyncTaskPipeline(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_breaking_out_without_closing_the_iterator_then_iterating_again() -> None:
+    """The natural idiom: ``async for ... break`` on an inline iterator (asyncio closes it a
+    moment later, while the next iteration may already wait for outputs)."""
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("same", lambda x: x)
+    async with p:
+        for i in range(10):
+            await p.process_input_data(i)
+        p.close_input()
+        await p.drain()
+        async for _ in p.generate_output_stream():
+            break
+        rest = await asyncio.wait_for(_collect(p), 3)
+
+    assert rest == list(range(1, 10))
+
+
+async def test_two_concurrent_consumers_share_the_outputs_and_both_end() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=10)
+    p.add_stage("same", lambda x: x)
+    got: list[list[int]] = [[], []]
+
+    async def consume(k: int) -> None:
+        async for x in p.generate_output_stream():
+            got[k].append(x)
+            await asyncio.sleep(0.01)  # slow: the other consumer gets its turn
+
+    async with p:
+        consumers = [asyncio.create_task(consume(k)) for k in (0, 1)]
+        await asyncio.sleep(0.05)  # both wait for outputs
+        for i in range(40):
+            await p.process_input_data(i)
+            await asyncio.sleep(0.005)
+        p.close_input()
+        p.close_input()  # one end-of-stream marker per consumer
+        _, pending = await asyncio.wait(consumers, timeout=5)
+
+    assert not pending
+    assert sorted(got[0] + got[1]) == list(range(40))
+    assert got[0] and got[1]
+
+
+async def test_stop_ends_every_waiting_consumer() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("same", lambda x: x)
+    await p.start()
+    consumers = [asyncio.create_task(_collect(p)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    await p.stop()
+    _, pending = await asyncio.wait(consumers, timeout=2)
+
+    assert not pending
+
+
+async def test_a_sentinel_after_close_input_is_drained_like_data() -> None:
+    p: AsyncTaskPipeline[int, object] = AsyncTaskPipeline()
+    p.add_stage("double", lambda x: x * 2)
+    async with p:
+        await p.process_input_data(1)
+        p.close_input()
+        p.put_input_sentinel("S")
+        await asyncio.wait_for(p.drain(), 5)  # closes the input again, after the sentinel
+        first = [x async for x in p.generate_output_stream()]
+        second = await asyncio.wait_for(_collect(p), 2)  # type: ignore[arg-type]
+
+    assert (first, second) == ([2], ["S"])

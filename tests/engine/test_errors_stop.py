@@ -331,3 +331,22 @@ async def test_a_source_error_ends_run_and_propagates(close_input: bool) -> None
             await asyncio.wait_for(consume(), 3)
 
     assert got == [1, 2]
+
+
+async def test_clear_output_queue_counts_what_a_consumer_took_and_left() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("same", lambda x: x)
+    async with p:
+        for i in range(10):
+            await p.process_input_data(i)
+        p.close_input()
+        await p.drain()
+        outputs = p.generate_output_stream()
+        async for _ in outputs:
+            break  # the other 9 came with the same batch
+        await outputs.aclose()
+        discarded = p.clear_output_queue()
+        rest = [x async for x in p.generate_output_stream()]
+        summary = p.get_latency_summary()
+
+    assert (discarded, rest, summary["discarded_count"]) == (9, [], 9)
