@@ -6,13 +6,17 @@ errors, stop, timing). Importing this package configures no logging.
 
 from __future__ import annotations
 
+import logging
+
 from .analysis import (
     DistributionStats,
     EfficiencyMetrics,
     ItemTimingBreakdown,
+    ItemTimingTotals,
     LatencySummary,
     PipelineAnalysis,
     StageStatistics,
+    StageTimingDetail,
     TimingBreakdown,
     log_pipeline_performance_analysis,
 )
@@ -20,6 +24,10 @@ from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
 from .item import DetailedTiming, ItemRecord, PipelineItem, StampBatch
 from .pipeline import AsyncTaskPipeline
 from .stage import PipelineStage
+
+# The engine's logger (the seed exports its package logger). No handler is added here: logging is
+# configured by the application.
+logger = logging.getLogger("pipeline_app.engine")
 
 __all__ = [
     "AsyncTaskPipeline",
@@ -30,6 +38,7 @@ __all__ = [
     "ErrorRecord",
     "ItemRecord",
     "ItemTimingBreakdown",
+    "ItemTimingTotals",
     "LatencySummary",
     "PipelineAnalysis",
     "PipelineItem",
@@ -37,7 +46,9 @@ __all__ = [
     "RemoteStageError",
     "StageError",
     "StageStatistics",
+    "StageTimingDetail",
     "StampBatch",
     "TimingBreakdown",
     "log_pipeline_performance_analysis",
+    "logger",
 ]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import ErrorRecord
 from .item import ItemRecord
@@ -94,15 +95,51 @@ class LatencySummary:
     timing_enabled: bool = False
 
 
+class _FieldsAsMapping(Mapping[str, float]):
+    """Read-only dict-style access to a dataclass's float fields (``totals["total_latency"]``),
+    for callers written when these were plain dicts."""
+
+    __slots__ = ()
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    def __getitem__(self, key: str) -> float:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        value: float = getattr(self, key)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTimingTotals(_FieldsAsMapping):
+    total_computation_time: float
+    total_overhead_time: float
+    total_latency: float
+    computation_ratio: float
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimingDetail(_FieldsAsMapping):
+    queue_wait_time: float
+    computation_time: float
+    transmission_time: float
+    total_stage_time: float
+
+
 @dataclass(frozen=True, slots=True)
 class ItemTimingBreakdown:
-    """Seed shape: ``totals`` and per-stage ``stages`` (queue_wait_time, computation_time, ...)."""
+    """Seed shape: ``totals`` and per-stage ``stages`` (attribute or ``["key"]`` access)."""
 
     seq: int
     sub_index: tuple[int, ...]
     status: str
-    totals: dict[str, float]
-    stages: dict[str, dict[str, float]]
+    totals: ItemTimingTotals
+    stages: dict[str, StageTimingDetail]
     error: str | None = None
     error_stage: str | None = None
 
@@ -214,21 +251,21 @@ def build_summary(
 
 def item_breakdown(rec: ItemRecord) -> ItemTimingBreakdown:
     stages = {
-        name: {
-            "queue_wait_time": d["queue_wait"],
-            "computation_time": d["computation"],
-            "transmission_time": d["transmission"],
-            "total_stage_time": d["queue_wait"] + d["computation"] + d["transmission"],
-        }
+        name: StageTimingDetail(
+            queue_wait_time=d["queue_wait"],
+            computation_time=d["computation"],
+            transmission_time=d["transmission"],
+            total_stage_time=d["queue_wait"] + d["computation"] + d["transmission"],
+        )
         for name, d in rec.stages.items()
     }
     total = rec.total_latency
-    totals = {
-        "total_computation_time": rec.computation_time,
-        "total_overhead_time": rec.overhead_time,
-        "total_latency": total,
-        "computation_ratio": rec.computation_time / total if total > 0 else 0.0,
-    }
+    totals = ItemTimingTotals(
+        total_computation_time=rec.computation_time,
+        total_overhead_time=rec.overhead_time,
+        total_latency=total,
+        computation_ratio=rec.computation_time / total if total > 0 else 0.0,
+    )
     return ItemTimingBreakdown(
         rec.seq, rec.sub_index, rec.status, totals, stages, rec.error, rec.error_stage
     )
@@ -236,9 +273,12 @@ def item_breakdown(rec: ItemRecord) -> ItemTimingBreakdown:
 
 def log_pipeline_performance_analysis(pipeline: Any, max_items: int = 5) -> None:
     """Log the pipeline's analysis at INFO (overall, per stage, the first few items)."""
+    if not pipeline.enable_timing:
+        logger.info("Pipeline timing is disabled. No analysis available.")
+        return
     report = pipeline.get_report(include_item_details=True)
     if report is None:
-        logger.info("No pipeline analysis available (timing off or nothing processed)")
+        logger.info("No items processed. No analysis available.")
         return
     s = report.summary
     logger.info(
@@ -279,7 +319,7 @@ def log_pipeline_performance_analysis(pipeline: Any, max_items: int = 5) -> None
             item.seq,
             "".join(f".{k}" for k in item.sub_index),
             item.status,
-            t["total_latency"] * 1e3,
-            t["total_computation_time"] * 1e3,
-            t["total_overhead_time"] * 1e3,
+            t.total_latency * 1e3,
+            t.total_computation_time * 1e3,
+            t.total_overhead_time * 1e3,
         )

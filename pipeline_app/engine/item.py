@@ -174,6 +174,63 @@ class ItemRecord:
             self._stages = st
         return st
 
+    # The seed's PipelineItem methods, from the stamps. As in the seed, a stage's completion is
+    # the end of its processing, and latencies end at the last stage's completion (the record's
+    # own ``total_latency`` ends at delivery instead). A filtered or failed item's record
+    # includes the stage that dropped it.
+
+    def _completions(self) -> list[tuple[str, float]]:
+        """``(stage, completion relative to created_at)`` for each stage, in completion order."""
+        values = self.stage_values()
+        ends = [(name, v[4]) for name, v in zip(self.stage_names, values, strict=False)]
+        return sorted(ends, key=lambda name_end: name_end[1])
+
+    def get_total_latency(self) -> float | None:
+        """Creation to the last stage's completion; None when no stage processed the item."""
+        completions = self._completions()
+        return completions[-1][1] if completions else None
+
+    def get_stage_latencies(self) -> dict[str, float] | None:
+        """Per stage: its completion minus the previous one (creation for the first)."""
+        completions = self._completions()
+        if not completions:
+            return None
+        latencies: dict[str, float] = {}
+        previous = 0.0
+        for name, completed in completions:
+            latencies[name] = completed - previous
+            previous = completed
+        return latencies
+
+    def get_timing_breakdown(self) -> dict[str, dict[str, float]] | None:
+        """Per stage ``queue_wait_time``, ``computation_time``, ``transmission_time``,
+        ``total_stage_time``, plus ``totals`` (as :meth:`PipelineItem.get_timing_breakdown`)."""
+        values = self.stage_values()
+        if not values:
+            return None
+        breakdown: dict[str, dict[str, float]] = {}
+        computation = 0.0
+        for name, (queue_wait, comp, transmission, _start, _end) in zip(
+            self.stage_names, values, strict=False
+        ):
+            breakdown[name] = {
+                "queue_wait_time": queue_wait,
+                "computation_time": comp,
+                "transmission_time": transmission,
+                "total_stage_time": queue_wait + comp + transmission,
+            }
+            # one item's stages never overlap, so the seed's union of computation intervals
+            # is their sum
+            computation += comp
+        total = self.get_total_latency() or 0.0
+        breakdown["totals"] = {
+            "total_computation_time": computation,
+            "total_overhead_time": max(0.0, total - computation),
+            "total_latency": total,
+            "computation_ratio": computation / total if total > 0 else 0.0,
+        }
+        return breakdown
+
     def _key(self) -> tuple[object, ...]:
         return (
             self.seq,
@@ -344,11 +401,16 @@ class PipelineItem(Generic[DataT]):
         return max(self._completion.values()) - self.start_timestamp
 
     def get_stage_latencies(self) -> dict[str, float] | None:
-        if not self.enable_timing:
+        """Per stage, in completion order: its completion minus the previous stage's completion
+        (``start_timestamp`` for the first); None when no stage completed (as the seed)."""
+        if not self.enable_timing or not self._completion:
             return None
-        return {
-            s: self._completion[s] - self._entry[s] for s in self._entry if s in self._completion
-        }
+        latencies: dict[str, float] = {}
+        previous = self.start_timestamp
+        for stage, completed in sorted(self._completion.items(), key=lambda item: item[1]):
+            latencies[stage] = completed - previous
+            previous = completed
+        return latencies
 
     def get_timing_breakdown(self) -> dict[str, Any] | None:
         if not self.enable_timing:

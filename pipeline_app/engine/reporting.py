@@ -105,12 +105,13 @@ class Reporting(PipelineCore[T, U]):
         return asdict(self._summary())
 
     def get_report(self, include_item_details: bool = True) -> PipelineAnalysis | None:
-        """Typed report; ``None`` when nothing was ever fed."""
-        if self._next_seq == 0:
+        """Typed report; ``None`` when timing is off or no item has come out yet (as the seed)."""
+        agg = self._agg
+        if agg is None or agg.delivered == 0:
             return None
         items = None
-        if include_item_details and self._agg is not None:
-            items = [item_breakdown(r) for r in self._agg.records]
+        if include_item_details:
+            items = [item_breakdown(r) for r in agg.records]
         return PipelineAnalysis(
             summary=self._summary(),
             item_breakdowns=items,
@@ -118,7 +119,7 @@ class Reporting(PipelineCore[T, U]):
                 "timing_enabled": self.enable_timing,
                 "error_policy": self.error_policy,
                 "max_queue_size": self.max_queue_size,
-                "item_records_kept": len(self._agg.records) if self._agg else 0,
+                "item_records_kept": len(agg.records),
             },
             errors=self.errors,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import queue
 import sys
 import threading
 import traceback
@@ -130,8 +131,8 @@ class StageCore:
         self,
         name: str,
         process_fn: Callable[[Any], Any],
-        input_queue: Channel | None = None,
-        output_queue: Sink | None = None,
+        input_queue: Channel | queue.Queue[Any] | None = None,
+        output_queue: Sink | queue.Queue[Any] | None = None,
         enable_timing: bool = True,
         return_exceptions: bool = False,
         *,
@@ -201,10 +202,23 @@ class StageCore:
         }
 
     def queue_depth(self) -> int:
-        return len(self.input_queue) if self.input_queue is not None else 0
+        inbox = self.input_queue
+        if isinstance(inbox, queue.Queue):
+            return inbox.qsize()
+        return len(inbox) if inbox is not None else 0
 
     def clear_input_queue(self) -> int:
-        return self.input_queue.clear() if self.input_queue is not None else 0
+        """Discard what waits in the input queue; return how many entries were discarded."""
+        inbox = self.input_queue
+        if isinstance(inbox, queue.Queue):
+            discarded = 0
+            while True:
+                try:
+                    inbox.get_nowait()
+                except queue.Empty:
+                    return discarded
+                discarded += 1
+        return inbox.clear() if inbox is not None else 0
 
     # ---------------------------------------------------------------- error handling
     @staticmethod
