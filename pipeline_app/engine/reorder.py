@@ -18,12 +18,13 @@ parked here (the range at the head is always accepted, so this cannot deadlock).
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 from typing import Protocol
 
 from .channel import Stopped, count_values
-from .item import Envelope
+from .item import EOS, FAIL, Envelope
 from .stage_timing import Columns, Stamps
 
 
@@ -108,6 +109,24 @@ class Sequencer:
             self.aborted = True
             self._progress.notify_all()
 
+    def clear(self) -> int:
+        """Drop the parked outputs but keep their positions (order goes on after them) and the
+        end-of-stream and fail-fast markers among them; return how many items were dropped."""
+        with self._lock:
+            dropped = 0
+            for pos, (count, outs, cols) in list(self._pending.items()):
+                kept = [e for e in outs if e.kind == EOS or e.kind == FAIL]
+                dropped += count_values(outs)
+                self._parked -= len(outs) - len(kept)
+                self._pending[pos] = (count, kept, None if cols is None else _untimed(len(kept)))
+            self._progress.notify_all()
+            return dropped
+
     def parked_values(self) -> int:
         with self._lock:
             return count_values(e for _, outs, _c in self._pending.values() for e in outs)
+
+
+def _untimed(n: int) -> Columns:
+    """Timing columns of ``n`` markers (not timed outputs)."""
+    return ([math.nan] * n, [math.nan] * n, [math.nan] * n)

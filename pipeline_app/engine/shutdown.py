@@ -95,6 +95,7 @@ class Shutdown(PipelineCore[T, U]):
     def clear(self) -> int:
         """Empty every queue and the kept records, reset ``counter``; return items discarded."""
         n = sum(ch.clear() for ch in self._channels)
+        n += sum(stage.clear_reorder_buffer() for stage in self.stages)
         if self._out is not None:
             n += self._out.clear()
         with self._lock:

@@ -207,6 +207,12 @@ class StageCore:
             return inbox.qsize()
         return len(inbox) if inbox is not None else 0
 
+    def clear_reorder_buffer(self) -> int:
+        """Drop the outputs parked for order (``workers > 1``); return how many items."""
+        run = self._run
+        sequencer = run.sequencer if run is not None else None
+        return sequencer.clear() if sequencer is not None else 0
+
     def clear_input_queue(self) -> int:
         """Discard what waits in the input queue; return how many entries were discarded."""
         inbox = self.input_queue
