@@ -21,9 +21,11 @@ from pipeline_app.assembly import validated_params
 from pipeline_app.hints import notify_workers
 from pipeline_app.models import (
     ItemStatus,
+    ItemTiming,
     PipelineDefinition,
     PipelineRun,
     RunStatus,
+    StageStat,
     Trigger,
     snapshot_hash,
 )
@@ -163,12 +165,16 @@ def failed_items(run: PipelineRun) -> list[int]:
 def cancel(run: PipelineRun) -> PipelineRun:
     """Cancel a queued run at once; ask a running one to stop (its worker ends it within ~1 s)."""
     now = timezone.now()
-    PipelineRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-        status=RunStatus.CANCELLED,
-        finished_at=now,
-        cancel_requested=True,
-        error_message="Cancelled before it started.",
-    )
+    with transaction.atomic():
+        cancelled = PipelineRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.CANCELLED,
+            finished_at=now,
+            cancel_requested=True,
+            error_message="Cancelled before it started.",
+        )
+        if cancelled:  # a requeued run: the abandoned attempt's records go, as its counts did
+            ItemTiming.objects.filter(run_id=run.pk).delete()
+            StageStat.objects.filter(run_id=run.pk).delete()
     PipelineRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(cancel_requested=True)
     run.refresh_from_db()
     if run.status == RunStatus.RUNNING:
@@ -198,7 +204,7 @@ def release_claim(run: PipelineRun, reason: str) -> bool:
     """
     released = PipelineRun.objects.filter(
         pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING
-    ).update(**PipelineRun.REQUEUE_FIELDS, error_message=reason)
+    ).update(**PipelineRun.REQUEUE_FIELDS, handed_back=F("handed_back") + 1, error_message=reason)
     return bool(released)
 
 
@@ -213,17 +219,18 @@ def requeue_or_lose(run_id: int, attempt: int, reason: str) -> str | None:
         if run is None:
             return None
         max_attempts = int(run.snapshot.get("max_attempts") or 1)
+        died = attempt - run.handed_back  # attempts whose worker died, this one included
         if run.cancel_requested:
             status, message = RunStatus.CANCELLED, f"Cancelled; {reason}"
-        elif attempt < max_attempts:
+        elif died < max_attempts:
             status, message = (
                 RunStatus.QUEUED,
-                f"Requeued (attempt {attempt}/{max_attempts}): {reason}",
+                f"Requeued (attempt {died}/{max_attempts}): {reason}",
             )
         else:
             status, message = (
                 RunStatus.LOST,
-                f"Lost after {attempt}/{max_attempts} attempts: {reason}",
+                f"Lost after {died}/{max_attempts} attempts: {reason}",
             )
         fields: dict[str, Any] = (
             dict(PipelineRun.REQUEUE_FIELDS)

@@ -177,6 +177,11 @@ class PipelineRun(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.CharField(max_length=200, blank=True)
     attempt = models.PositiveSmallIntegerField(default=0)
+    handed_back = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Attempts given back by a worker that stopped cleanly (they do not count "
+        "towards max_attempts, which counts workers that died).",
+    )
     cancel_requested = models.BooleanField(default=False)
     items_in = models.PositiveBigIntegerField(default=0)
     items_out = models.PositiveBigIntegerField(default=0)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from pipeline_app.itemrows import original_seq
@@ -105,6 +106,7 @@ def requeue(run: PipelineRun, outcome: Outcome) -> bool:
     return bool(
         ours.update(
             **PipelineRun.REQUEUE_FIELDS,
+            handed_back=F("handed_back") + 1,  # its worker stopped cleanly: not a dead worker
             error_message=storable_text(outcome.error_message, 10_000),
         )
     )

@@ -176,6 +176,8 @@ class JobService:
     async def _claim_loop(self) -> None:
         while self.accepting:
             claimed = False
+            # cleared before the claim looks: a hint arriving while it runs claims again
+            self._wake.clear()
             if len(self.jobs) < self.concurrency:
                 try:
                     run = await self._claim()
@@ -187,7 +189,6 @@ class JobService:
                     claimed = True
             if claimed:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 

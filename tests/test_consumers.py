@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.contrib.auth.models import Permission
-from django.test import Client
+from django.test import Client, override_settings
 
 from pipeline_app import jobs, worker
 from pipeline_app.consumers import JobConsumer
@@ -271,3 +271,39 @@ async def test_job_service_keeps_tracking_a_run_it_claimed_again(
     release[2].set()
     await asyncio.wait_for(current.done, 5)
     assert service.jobs == {}
+
+
+@pytest.mark.timeout(30)
+@override_settings(PIPELINE_APP={"POLL_INTERVAL": 5.0, "EMBEDDED_WORKER": False})
+async def test_a_wake_hint_during_a_claim_that_found_nothing_claims_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    definition = await sync_to_async(make_definition)(source_params={"count": 3}, sink="discard")
+    claim_next = jobs.claim_next
+    claims = 0
+    submitted: list[PipelineRun] = []
+
+    def claim_then_submit(worker_id: str) -> PipelineRun | None:
+        """The queue is empty when the claim looks; a run (and its hint) comes right after."""
+        nonlocal claims
+        claims += 1
+        found = claim_next(worker_id)
+        if claims == 2:
+            submitted.append(jobs.submit(definition))
+        return found
+
+    monkeypatch.setattr(jobs, "claim_next", claim_then_submit)
+    service = worker.JobService(worker_id="w", concurrency=1)
+    await service.start()
+    try:
+        while claims < 1:
+            await asyncio.sleep(0.01)
+        service.wake()  # the second claim races with the submission
+        while not submitted:
+            await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
+        while (await PipelineRun.objects.aget(pk=submitted[0].pk)).status == RunStatus.QUEUED:
+            assert asyncio.get_running_loop().time() - started < 1.0, "waited for the poll"
+            await asyncio.sleep(0.05)
+    finally:
+        await service.shutdown(grace=5)

@@ -8,10 +8,19 @@ from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
+from django.test import override_settings
 from django.utils import timezone
 
 from pipeline_app import hints, jobs, runner
-from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
+from pipeline_app.models import (
+    ItemTiming,
+    PipelineDefinition,
+    PipelineRun,
+    RunStatus,
+    StageStat,
+    Trigger,
+)
+from pipeline_app.outcome import Outcome, finish
 from pipeline_app.params import ParamError
 from tests.factories import claimed_run, make_definition
 
@@ -223,3 +232,61 @@ def test_rerun_of_failed_items_covers_every_failure_or_refuses() -> None:
         jobs.rerun(untimed, failed_only=True)
     assert PipelineRun.objects.count() == queued
     assert jobs.rerun(untimed).only_items is None  # the whole run can still be re-run
+
+
+def _lease_ran_out(run: PipelineRun) -> None:
+    PipelineRun.objects.filter(pk=run.pk).update(
+        lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.mark.parametrize("handed_back_by", ["shutdown", "claim at shutdown"])
+def test_attempts_handed_back_cleanly_do_not_count_towards_max_attempts(
+    handed_back_by: str,
+) -> None:
+    """max_attempts counts workers that died: a rolling deploy does not use the budget up."""
+    jobs.submit(make_definition(max_attempts=2))
+    run = jobs.claim_next("deploying")
+    assert run is not None
+    if handed_back_by == "shutdown":  # SIGTERM, grace over: the runner's outcome requeues
+        finish(run, Outcome(status=RunStatus.QUEUED, error_message="Requeued: shut down"))
+    else:
+        assert jobs.release_claim(run, "Requeued: its worker shut down as it claimed it.")
+    run = jobs.claim_next("then-killed")
+    assert run is not None
+    _lease_ran_out(run)  # SIGKILL
+    jobs.sweep_expired_leases()
+    run.refresh_from_db()
+
+    assert run.status == RunStatus.QUEUED
+    assert "attempt 1/2" in run.error_message
+    run = jobs.claim_next("killed-again")
+    assert run is not None
+    _lease_ran_out(run)
+    jobs.sweep_expired_leases()
+    run.refresh_from_db()
+    assert run.status == RunStatus.LOST
+    assert "after 2/2 attempts" in run.error_message
+
+
+@pytest.mark.timeout(60)
+@override_settings(PIPELINE_APP={"PROGRESS_INTERVAL": 0.1})
+def test_a_requeued_run_cancelled_while_queued_keeps_no_rows_of_the_abandoned_attempt() -> None:
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}], source_params={"count": 2000}
+    )
+    jobs.submit(definition)
+    run = jobs.claim_next("w")
+    assert run is not None
+    shutdown = threading.Event()
+    timer = threading.Timer(0.8, shutdown.set)
+    timer.start()
+    run = runner.execute(run, shutdown_event=shutdown)
+    timer.join()
+    assert run.status == RunStatus.QUEUED
+
+    run = jobs.cancel(run)
+
+    assert run.status == RunStatus.CANCELLED
+    assert ItemTiming.objects.filter(run=run).count() == 0 == run.items_out
+    assert StageStat.objects.filter(run=run).count() == 0
