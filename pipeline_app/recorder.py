@@ -108,6 +108,10 @@ class RunRecorder:
         )
         self.cancel_requested = threading.Event()
         self.fenced_out = threading.Event()
+        # set when the writer thread ended on an error it cannot retry: the run must stop, as
+        # nothing renews its lease any more (the sweeper would hand it to another worker)
+        self.broken = threading.Event()
+        self.failure: Exception | None = None
         self.rows_lost = 0  # item rows the database refused or could not take in time
         self._leftovers_queued = False
         self._pending: list[Any] = []  # item rows: tuples, COPY tuples and RowBlocks
@@ -204,8 +208,17 @@ class RunRecorder:
                     return
                 self._wake.wait(self.interval)
                 self._wake.clear()
-        except Exception:
-            logger.exception("Recorder of run %s failed; timings may be incomplete", self.run_id)
+        except Exception as exc:
+            lost = sum(map(_row_count, self._pending))
+            self._pending = []
+            self.rows_lost += lost
+            self.failure = exc
+            self.broken.set()
+            logger.exception(
+                "Recorder of run %s failed (%d item rows not written); the run stops",
+                self.run_id,
+                lost,
+            )
         finally:
             connection.close()
 

@@ -145,6 +145,8 @@ async def _drive(
                 await asyncio.gather(consume, return_exceptions=True)
                 if monitor in done:
                     outcome.status, outcome.error_message = _STOP_OUTCOMES[monitor.result()]
+                    if recorder.failure is not None and monitor.result() == "recorder":
+                        outcome.error_message += f" {_describe(recorder.failure)}"
                 else:
                     outcome.status = RunStatus.FAILED
                     outcome.error_message = f"Timed out after {timeout:g} s."
@@ -221,6 +223,10 @@ _STOP_OUTCOMES = {
         RunStatus.FAILED,
         "This attempt lost its lease: the run was requeued, marked lost or taken over.",
     ),
+    "recorder": (
+        RunStatus.FAILED,
+        "Its progress and timings could not be written (see the worker's log); it was stopped.",
+    ),
 }
 
 
@@ -247,6 +253,8 @@ async def _monitor(
             return "shutdown"
         if recorder.fenced_out.is_set():
             return "fenced"
+        if recorder.broken.is_set():
+            return "recorder"
         now = time.monotonic()
         if now - last_publish >= publish_every:
             recorder.publish_progress(_snapshot(pipeline, expected))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import threading
 import time
@@ -503,3 +504,23 @@ def test_a_locked_database_delays_the_final_status_but_does_not_falsify_it(
     assert run.status == RunStatus.SUCCEEDED, run.error_message
     assert run.errors == [error] and run.p50_latency == 0.25
     assert "database is locked" in caplog.text
+
+
+def test_a_recorder_that_cannot_go_on_says_so_and_stops_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A write the database refuses for good (here a progress snapshot JSON cannot hold)
+    ends the writer thread: the run must learn it, since nothing renews its lease any more."""
+    run = claimed_run(make_definition(stages=["test-inc"]))
+    writer = recorder.RunRecorder(run)
+    writer.start()
+    writer.record_items(_timed_records(10))
+    writer.publish_progress(
+        {"items_in": 1, "items_out": 1, "filtered": 0, "errors": 0, "rate": math.nan}
+    )
+
+    assert writer.broken.wait(10)
+    writer.close()
+    assert writer.failure is not None
+    assert "the run stops" in caplog.text
+    assert not writer.fenced_out.is_set()
