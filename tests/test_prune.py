@@ -61,3 +61,17 @@ def test_the_batch_size_must_be_a_positive_integer(size: str) -> None:
     with pytest.raises(CommandError, match=r"--batch-size: .* is not a positive integer"):
         prune("--older-than", "30d", "--batch-size", size)
     assert PipelineRun.objects.count() == 1
+
+
+def test_a_long_run_that_finished_recently_is_not_old() -> None:
+    long_run = old_run(RunStatus.SUCCEEDED, 40)
+    PipelineRun.objects.filter(pk=long_run.pk).update(
+        finished_at=timezone.now() - timedelta(days=1)
+    )
+    ended_long_ago = old_run(RunStatus.SUCCEEDED, 41)
+    PipelineRun.objects.filter(pk=ended_long_ago.pk).update(
+        finished_at=timezone.now() - timedelta(days=39)
+    )
+
+    assert "Deleted 1 run(s)" in prune("--older-than", "30d")
+    assert set(PipelineRun.objects.values_list("pk", flat=True)) == {long_run.pk}

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from pipeline_app.models import FINISHED_STATUSES, ItemTiming, PipelineRun, RunStatus, StageStat
@@ -34,7 +35,7 @@ def positive_int(text: str) -> int:
 
 
 class Command(BaseCommand):
-    help = "Delete finished runs (and their stage stats and item timings) older than an age."
+    help = "Delete runs (and their stage stats and item timings) that finished over an age ago."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--older-than", required=True, type=parse_age, metavar="AGE")
@@ -49,10 +50,12 @@ class Command(BaseCommand):
         statuses = list(FINISHED_STATUSES)
         if options["keep_failed"]:
             statuses = [s for s in statuses if s not in (RunStatus.FAILED, RunStatus.LOST)]
-        runs = PipelineRun.objects.filter(created_at__lt=cutoff, status__in=statuses)
+        # aged by when they finished: a long run that just ended is not old
+        finished_before = Q(finished_at__lt=cutoff) | Q(finished_at=None, created_at__lt=cutoff)
+        runs = PipelineRun.objects.filter(finished_before, status__in=statuses)
         if options["dry_run"]:
             self.stdout.write(
-                f"Would delete {runs.count()} run(s) created before {cutoff:%Y-%m-%d %H:%M}."
+                f"Would delete {runs.count()} run(s) finished before {cutoff:%Y-%m-%d %H:%M}."
             )
             return
         deleted_runs = deleted_items = 0
