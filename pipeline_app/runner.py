@@ -60,6 +60,10 @@ def execute(
     seq_map: list[int] | None = sorted(run.only_items) if run.only_items is not None else None
     recorder = RunRecorder(run, seq_map=seq_map, on_progress=progress_hook)
     stops = _Stops(cancel_event or threading.Event(), shutdown_event or threading.Event())
+    # The heartbeat runs from here: what comes before the first item (counting the lines of a
+    # large input file for the progress bar, opening the sink) can outlast the lease.
+    recorder.publish_progress(dict(_NOTHING_YET))
+    recorder.start()
     try:
         missing = registry.missing_names(snapshot)
         if missing:
@@ -80,7 +84,6 @@ def execute(
         sink: Sink = registry.get("sink", snapshot["sink"]).func(
             SinkContext(run.pk, conf.get("OUTPUT_PREVIEW_LIMIT")), **sink_params
         )
-        recorder.start()
         asyncio.run(
             _drive(
                 pipeline,
@@ -215,6 +218,21 @@ async def _guarded_source(
         outcome.traceback = traceback.format_exc()
         outcome.source_failed = True
 
+
+_NOTHING_YET: dict[str, Any] = {
+    "items_in": 0,
+    "items_out": 0,
+    "filtered": 0,
+    "errors": 0,
+    "rate": None,
+    "eta_seconds": None,
+    "in_flight": 0,
+    "elapsed": 0.0,
+    "stages": {},
+    "expected": None,
+    "done": 0,
+    "final": False,
+}
 
 _STOP_OUTCOMES = {
     "cancel": (RunStatus.CANCELLED, "Cancelled on request."),

@@ -139,3 +139,14 @@ async def json_params_source(label: Any = "x", tags: list[str] | None = None) ->
     yield label
     for tag in tags or []:
         yield tag
+
+
+def _slow_to_count(params: dict[str, Any]) -> int:
+    time.sleep(params.get("counting_seconds", 2.0))  # as counting a very large file's lines
+    return int(params.get("count", 3))
+
+
+@registry.source("test-slow-to-count", size_hint=_slow_to_count)
+async def slow_to_count_source(count: int = 3, counting_seconds: float = 2.0) -> AsyncIterator[int]:
+    for i in range(count):
+        yield i

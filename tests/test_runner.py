@@ -524,3 +524,21 @@ def test_a_recorder_that_cannot_go_on_says_so_and_stops_the_run(
     assert writer.failure is not None
     assert "the run stops" in caplog.text
     assert not writer.fenced_out.is_set()
+
+
+@override_settings(PIPELINE_APP={"LEASE_SECONDS": 1, "PROGRESS_INTERVAL": 0.1})
+@pytest.mark.timeout(60)
+def test_the_lease_is_renewed_while_the_input_is_being_counted() -> None:
+    run = claimed_run(
+        make_definition(
+            source="test-slow-to-count", source_params={"count": 3, "counting_seconds": 2.5}
+        )
+    )
+    thread, results = _run_in_thread(run)
+    time.sleep(1.8)  # counting still goes on, past the lease the claim took
+    swept = jobs.sweep_expired_leases()
+    thread.join(30)
+
+    assert swept == []
+    assert results[0].status == RunStatus.SUCCEEDED
+    assert results[0].attempt == 1
