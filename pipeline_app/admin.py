@@ -29,6 +29,7 @@ from pipeline_app.params import ParamError
 from pipeline_app.queries import stat_value
 
 RUN_PERM = "pipeline_app.run_pipeline"
+VIEW_RUNS_PERM = "pipeline_app.view_pipelinerun"
 
 
 class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
@@ -158,7 +159,8 @@ class PipelineDefinitionAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         definition = self.get_object(request, object_id)
         if definition is None:
             raise Http404("No such pipeline definition.")
-        if not self.has_run_permission(request):
+        # as the dashboard's run form: starting a run shows its parameters and then its run
+        if not (self.has_run_permission(request) and request.user.has_perm(VIEW_RUNS_PERM)):
             raise PermissionDenied
         form = RunParamsForm(definition, request.POST or None)
         if request.method == "POST" and (run := form.submit(request.user, Trigger.ADMIN)):

@@ -116,8 +116,14 @@ def validate(
         elif spec.required:
             raise ParamError(f"{owner}: parameter {name!r} is required.")
     for name in file_params:
-        if result.get(name) is not None and file_roots is not None:
-            check_file_root(owner, name, str(result[name]), file_roots)
+        value = result.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str | os.PathLike):
+            # str() of a list would be checked instead of the paths in it
+            raise ParamError(f"{owner}: {name} must be one path, got {type(value).__name__}.")
+        if file_roots is not None:
+            check_file_root(owner, name, os.fspath(value), file_roots)
     return result
 
 

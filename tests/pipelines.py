@@ -150,3 +150,10 @@ def _slow_to_count(params: dict[str, Any]) -> int:
 async def slow_to_count_source(count: int = 3, counting_seconds: float = 2.0) -> AsyncIterator[int]:
     for i in range(count):
         yield i
+
+
+@registry.source("test-many-files", file_params=["paths"])
+async def many_files_source(paths: list[str]) -> AsyncIterator[str]:
+    """A file parameter that is not one path: refused whatever it holds."""
+    for path in paths:
+        yield path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
@@ -199,3 +200,22 @@ def test_run_actions_cancel_rerun_and_rerun_failed(admin_client: Client) -> None
     assert rerun.only_items == [2] and rerun.trigger == Trigger.ADMIN
     admin_client.post(CHANGELIST, {"action": "rerun_runs", "_selected_action": [failed.pk]})
     assert PipelineRun.objects.filter(rerun_of=failed, only_items__isnull=True).count() == 1
+
+
+@pytest.fixture
+def run_only_staff(client: Client, django_user_model: Any) -> Client:
+    """Staff that may start runs but not see them: the dashboard refuses it both."""
+    user = django_user_model.objects.create_user("runner-only", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="run_pipeline"))
+    client.force_login(user)
+    return client
+
+
+def test_the_admin_run_form_needs_the_dashboards_permissions(run_only_staff: Client) -> None:
+    definition = make_definition("secret", source="lines", source_params={"path": "/srv/x.txt"})
+    url = reverse("admin:pipeline_app_pipelinedefinition_run", args=[definition.pk])
+
+    assert run_only_staff.get(definition.get_absolute_url()).status_code == 403
+    assert run_only_staff.get(url).status_code == 403
+    run_only_staff.post(url, {f"run-{definition.slug}-source__path": "/srv/x.txt"})
+    assert not PipelineRun.objects.exists()

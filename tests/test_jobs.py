@@ -290,3 +290,18 @@ def test_a_requeued_run_cancelled_while_queued_keeps_no_rows_of_the_abandoned_at
     assert run.status == RunStatus.CANCELLED
     assert ItemTiming.objects.filter(run=run).count() == 0 == run.items_out
     assert StageStat.objects.filter(run=run).count() == 0
+
+
+@pytest.mark.parametrize("trigger", [Trigger.DASHBOARD, Trigger.CLI])
+def test_a_file_parameter_must_be_one_path(trigger: str, tmp_path: Path) -> None:
+    """str() of a list is not where its paths point: the roots check would pass it."""
+    root = tmp_path / "root"
+    root.mkdir()
+    definition = make_definition("many", source="test-many-files", source_params={"paths": []})
+    crafted = ["/.." * 60 + str(root) + "/x", "/etc/passwd"]
+    with (
+        override_settings(PIPELINE_APP={"FILE_ROOTS": [str(root)]}),
+        pytest.raises(ParamError, match="must be one path"),
+    ):
+        jobs.submit(definition, params={"source": {"paths": crafted}}, trigger=trigger)
+    assert not PipelineRun.objects.exists()
