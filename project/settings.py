@@ -146,7 +146,7 @@ STORAGES = {
     },
 }
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/pipelines/"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

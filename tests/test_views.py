@@ -138,7 +138,24 @@ def test_anonymous_users_are_sent_to_the_login_page(client: Client, definition: 
     ):
         response = client.get(url)
         assert response.status_code == 302
-        assert response["Location"].startswith(reverse("admin:login"))
+        assert response["Location"].startswith(reverse("login"))
+
+
+def test_a_dashboard_user_who_is_not_staff_can_log_in(django_user_model: Any) -> None:
+    user_with(django_user_model, "view_pipelinerun")
+    client = Client()
+    page = client.get(reverse("pipeline_app:pipeline-list"), follow=True)
+    assert b'name="password"' in page.content
+
+    response = client.post(
+        reverse("login"),
+        {"username": "viewer", "password": "pw", "next": reverse("pipeline_app:pipeline-list")},
+        follow=True,
+    )
+
+    assert response.status_code == 200
+    assert response.redirect_chain[-1][0] == reverse("pipeline_app:pipeline-list")
+    assert response.context["user"].is_authenticated
 
 
 def test_users_without_the_view_permission_get_403(client: Client, django_user_model: Any) -> None:
