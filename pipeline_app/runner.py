@@ -172,7 +172,7 @@ async def _drive(
                 outcome.status = RunStatus.FAILED
                 outcome.error_message = f"Sink {snapshot['sink']!r} failed: {_describe(exc)}"
                 outcome.traceback = traceback.format_exc()
-        outcome.summary = pipeline.get_latency_summary()
+        outcome.summary = _without_empty_latency(pipeline.get_latency_summary())
         outcome.summary["latency_histogram"] = pipeline.latency_histogram()
         outcome.summary.setdefault("duration", time.perf_counter() - started)
         outcome.summary["errors"] = [
@@ -285,7 +285,7 @@ def _snapshot(
 ) -> dict[str, Any]:
     progress = dict(pipeline.progress())
     elapsed = progress.get("elapsed") or 0.0
-    done = progress["items_out"] + progress["filtered"] + progress["errors"]
+    done = _inputs_done(progress)
     rate = progress["items_in"] / elapsed if elapsed > 0 else None
     progress["rate"] = rate
     progress["expected"] = expected
@@ -295,6 +295,36 @@ def _snapshot(
     progress["done"] = done
     progress["final"] = final
     return progress
+
+
+def _inputs_done(progress: dict[str, Any]) -> int:
+    """How many inputs have left the pipeline, for the progress bar against the expected inputs.
+
+    Without fan-out it is the outputs, filtered and failed items. A fan-out multiplies what
+    leaves per input, so those are divided by the leaves an input has made so far on average
+    (from each stage's counts, last stage first: an output of the last stage is one leaf)."""
+    leaves = progress["items_out"] + progress["filtered"] + progress["errors"]
+    per_input = 1.0
+    for stage in reversed(list(progress.get("stages", {}).values())):
+        if stage["processed"]:  # counted with the stage's results, at its flushes
+            leaves_of_stage = stage["filtered"] + stage["errors"] + stage["out"] * per_input
+            per_input = leaves_of_stage / stage["processed"]
+    if per_input <= 0:
+        return 0
+    return min(int(leaves / per_input), int(progress["items_in"]))
+
+
+_LATENCY_FIGURES = tuple(
+    f"{kind}_total_latency" for kind in ("avg", "min", "max", "p50", "p95", "p99")
+)
+
+
+def _without_empty_latency(summary: dict[str, Any]) -> dict[str, Any]:
+    """The engine's summary, its latency figures None when nothing was timed (timing off, or no
+    item came out): the engine reports 0.0 then, as the seed did, and a run would show 0 us."""
+    if not summary.get("timing_enabled") or not summary.get("total_items"):
+        summary.update(dict.fromkeys(_LATENCY_FIGURES))
+    return summary
 
 
 def _describe(exc: BaseException) -> str:

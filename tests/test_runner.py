@@ -18,7 +18,7 @@ from django.db.backends.signals import connection_created
 from django.test import override_settings
 from django.utils import timezone
 
-from pipeline_app import jobs, recorder, runner
+from pipeline_app import jobs, recorder, reporting, runner
 from pipeline_app.engine import AsyncTaskPipeline
 from pipeline_app.models import ItemStatus, ItemTiming, RunStatus, StageStat
 from pipeline_app.outcome import Outcome, finish
@@ -542,3 +542,59 @@ def test_the_lease_is_renewed_while_the_input_is_being_counted() -> None:
     assert swept == []
     assert results[0].status == RunStatus.SUCCEEDED
     assert results[0].attempt == 1
+
+
+def test_a_stage_keeps_its_busy_time_when_the_run_stops_mid_batch() -> None:
+    definition = make_definition(
+        stages=[
+            {"stage": "test-sleep", "params": {"seconds": 0.003}},
+            {"stage": "test-fail-every", "params": {"every": 20}},
+        ],
+        source_params={"count": 200, "start": 1},
+        error_policy="fail",
+    )
+    run = runner.execute(claimed_run(definition))
+
+    assert run.status == RunStatus.FAILED
+    sleep = StageStat.objects.get(run=run, stage="test-sleep")
+    assert sleep.processed >= 20
+    assert sleep.busy_ratio > 0.5  # it worked through the whole run (0.0 before)
+    assert sleep.is_bottleneck
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        {"enable_timing": False, "source_params": {"count": 20}},
+        {"source_params": {"count": 0}},
+        {"source": "test-raising", "source_params": {"count": 5, "fail_at": 0}},
+    ],
+    ids=["timing-off", "no-items", "source-failed-first"],
+)
+def test_a_run_without_latency_data_records_none_rather_than_zero(case: dict[str, Any]) -> None:
+    run = runner.execute(claimed_run(make_definition(stages=["test-inc"], **case)))
+
+    assert (run.p50_latency, run.p95_latency) == (None, None)
+    assert run.summary["p99_total_latency"] is None
+    assert "p50 -" in reporting.summary_table(run)
+
+
+@override_settings(PIPELINE_APP={"PROGRESS_INTERVAL": 0.05})
+def test_progress_of_a_fan_out_run_counts_inputs_not_children() -> None:
+    definition = make_definition(
+        stages=[
+            {"stage": "test-fanout", "params": {"copies": 4}},
+            {"stage": "test-sleep", "params": {"seconds": 0.005}},
+        ],
+        source_params={"count": 10},
+    )
+    snapshots: list[dict[str, Any]] = []
+    run = runner.execute(claimed_run(definition), progress_hook=snapshots.append)
+
+    assert run.status == RunStatus.SUCCEEDED
+    during = [s for s in snapshots if s["stages"] and not s["final"]]
+    assert during
+    for snapshot in during:
+        children_through = snapshot["stages"]["test-sleep"]["out"]
+        assert snapshot["done"] <= snapshot["items_in"] <= 10
+        assert snapshot["done"] <= children_through / 4 + 1  # 4 children make one input

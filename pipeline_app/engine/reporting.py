@@ -72,6 +72,9 @@ class Reporting(PipelineCore[T, U]):
             stages[s.name] = {
                 "queue_depth": s.queue_depth(),
                 "processed": int(c["items_in"]),
+                "out": int(c["items_out"]),
+                "filtered": int(c["filtered"]),
+                "errors": int(c["errors"]),
                 "busy_time": c["busy_time"],
             }
         return {

@@ -67,6 +67,7 @@ class ThreadWorker(StageCore):
             b0 = now = pc()  # ``now``: the last clock reading (one per item on the fast path)
             t_flush = b0
             put_time = 0.0
+            flushed_work = 0.0  # work of the batch's parts already forwarded (and counted)
             outs: list[Envelope] = []
             first = 0
             n_in = n_out = 0
@@ -114,6 +115,11 @@ class ThreadWorker(StageCore):
                     ws.n_in += n_in
                     ws.n_out += n_out
                     n_in = n_out = 0
+                    # counted before the put, which raises when the pipeline stops meanwhile
+                    work = now - b0 - put_time
+                    ws.busy += work
+                    flushed_work += work
+                    b0, put_time = now, 0.0
                     forward(run, pos + first, i + 1 - first, outs)
                     outs = []
                     first = i + 1
@@ -127,7 +133,8 @@ class ThreadWorker(StageCore):
             ws.busy += work
             forward(run, pos + first, len(batch) - first, outs)
             if share > 1:
-                ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
+                per_item = (flushed_work + work) / len(batch)
+                ema, max_n = adapt_batch(ema, per_item, THREAD_BATCH_TARGET)
 
     def _fan_out(
         self,
@@ -189,6 +196,7 @@ class ThreadWorker(StageCore):
             b0 = now = pc()
             t_flush = b0
             put_time = 0.0
+            flushed_work = 0.0  # work of the batch's parts already forwarded (and counted)
             outs: list[Envelope] = []
             cols: Columns = ([], [], [])  # the outputs before the current run
             run_first = 0  # batch index of the current run's first item
@@ -261,6 +269,10 @@ class ThreadWorker(StageCore):
                     ws.n_in += n_in
                     ws.n_out += n_out
                     n_in = n_out = 0
+                    work = now - b0 - put_time
+                    ws.busy += work
+                    flushed_work += work
+                    b0, put_time = now, 0.0
                     timing = _timing(cols, enq, run_first, run_start, ends)
                     forward(run, pos + first, i + 1 - first, outs, timing, records)
                     outs = []
@@ -279,7 +291,8 @@ class ThreadWorker(StageCore):
             timing = _timing(cols, enq, run_first, run_start, ends)
             forward(run, pos + first, len(batch) - first, outs, timing, records)
             if share > 1:
-                ema, max_n = adapt_batch(ema, work / len(batch), THREAD_BATCH_TARGET)
+                per_item = (flushed_work + work) / len(batch)
+                ema, max_n = adapt_batch(ema, per_item, THREAD_BATCH_TARGET)
 
 
 def _timing(cols: Columns, enq: list[float], first: int, start: float, ends: list[float]) -> Timing:
