@@ -101,7 +101,7 @@ def page(
         tab.goto(f"{live_server_url}/pipelines/")
         tab.fill("#id_username", "browser")
         tab.fill("#id_password", PASSWORD)
-        tab.click("input[type=submit]")
+        tab.click("main button[type=submit]")
         tab.wait_for_url(f"{live_server_url}/pipelines/")
         try:
             yield tab

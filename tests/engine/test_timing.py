@@ -273,7 +273,14 @@ async def test_progress_snapshot() -> None:
     await asyncio.sleep(0.05)
     pr = p.progress()
     assert pr["items_in"] == 5 and pr["items_out"] == 0 and pr["in_flight"] == 5
-    assert set(pr["stages"]["a"]) == {"queue_depth", "processed", "busy_time"}
+    assert set(pr["stages"]["a"]) == {
+        "queue_depth",
+        "processed",
+        "out",
+        "filtered",
+        "errors",
+        "busy_time",
+    }
     gate.set()
     p.close_input()
     _ = [x async for x in p.generate_output_stream()]
