@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -264,6 +265,7 @@ async def _monitor(
     interval = min(conf.get("PROGRESS_INTERVAL"), 0.25)
     publish_every = conf.get("PROGRESS_INTERVAL")
     last_publish = 0.0
+    meter = RateMeter()
     while True:
         if stops.cancel.is_set() or recorder.cancel_requested.is_set():
             return "cancel"
@@ -275,23 +277,49 @@ async def _monitor(
             return "recorder"
         now = time.monotonic()
         if now - last_publish >= publish_every:
-            recorder.publish_progress(_snapshot(pipeline, expected))
+            recorder.publish_progress(_snapshot(pipeline, expected, meter=meter))
             last_publish = now
         await asyncio.sleep(interval)
 
 
+class RateMeter:
+    """Inputs done per second over the last ``window`` seconds of progress snapshots."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._points: deque[tuple[float, int]] = deque()
+
+    def rate(self, elapsed: float, done: int) -> float | None:
+        points = self._points
+        points.append((elapsed, done))
+        while len(points) > 2 and elapsed - points[1][0] >= self.window:
+            points.popleft()
+        first_elapsed, first_done = points[0]
+        if elapsed - first_elapsed <= 0:
+            return done / elapsed if elapsed > 0 else None
+        return (done - first_done) / (elapsed - first_elapsed)
+
+
 def _snapshot(
-    pipeline: AsyncTaskPipeline[Any, Any], expected: int | None, *, final: bool = False
+    pipeline: AsyncTaskPipeline[Any, Any],
+    expected: int | None,
+    *,
+    final: bool = False,
+    meter: RateMeter | None = None,
 ) -> dict[str, Any]:
     progress = dict(pipeline.progress())
     elapsed = progress.get("elapsed") or 0.0
     done = _inputs_done(progress)
-    rate = progress["items_in"] / elapsed if elapsed > 0 else None
+    # what came out, not what went in: a source reads ahead into the queues
+    if meter is not None and not final:
+        rate = meter.rate(elapsed, done)
+    else:
+        rate = done / elapsed if elapsed > 0 else None
     progress["rate"] = rate
     progress["expected"] = expected
     progress["eta_seconds"] = None
     if expected and rate and not final:
-        progress["eta_seconds"] = max(expected - progress["items_in"], 0) / rate
+        progress["eta_seconds"] = max(expected - done, 0) / rate
     progress["done"] = done
     progress["final"] = final
     return progress

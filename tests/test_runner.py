@@ -598,3 +598,27 @@ def test_progress_of_a_fan_out_run_counts_inputs_not_children() -> None:
         children_through = snapshot["stages"]["test-sleep"]["out"]
         assert snapshot["done"] <= snapshot["items_in"] <= 10
         assert snapshot["done"] <= children_through / 4 + 1  # 4 children make one input
+
+
+@override_settings(PIPELINE_APP={"PROGRESS_INTERVAL": 0.05})
+def test_live_rate_and_eta_follow_what_comes_out_not_what_was_read() -> None:
+    """The source reads far ahead into the queues; 100 items/s come out (10 ms each)."""
+    definition = make_definition(
+        stages=[{"stage": "test-sleep", "params": {"seconds": 0.01}}], source_params={"count": 60}
+    )
+    snapshots: list[dict[str, Any]] = []
+    runner.execute(claimed_run(definition), progress_hook=snapshots.append)
+
+    during = [s for s in snapshots if not s["final"] and s["done"] >= 10]
+    assert during
+    for snapshot in during:
+        assert 50 < snapshot["rate"] < 150  # items_in / elapsed said several hundred
+        left = (60 - snapshot["done"]) / 100
+        assert snapshot["eta_seconds"] == pytest.approx(left, rel=0.5, abs=0.05)
+
+
+def test_the_rate_meter_measures_over_its_window() -> None:
+    meter = runner.RateMeter(window=1.0)
+    assert meter.rate(0.5, 0) == 0.0
+    assert meter.rate(1.0, 100) == pytest.approx(200.0)  # 100 done in 0.5 s
+    assert meter.rate(2.0, 110) == pytest.approx(10.0)  # the last second only
