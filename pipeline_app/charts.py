@@ -72,13 +72,17 @@ def _nice_max(value: float) -> float:
     return float(10 ** (exponent + 1))
 
 
-def _x_axis(x0: float, x1: float, y: float, top: float, unit: str, ticks: int = 4) -> str:
+def _x_axis(
+    x0: float, x1: float, y: float, top: float, unit: str, ticks: int = 4, *, bottom: float = 0.0
+) -> str:
+    """Axis from ``x0`` to ``x1`` labelled ``bottom`` to ``top`` (seconds, shown in ms)."""
     parts = [f'<line x1="{x0}" y1="{y}" x2="{x1}" y2="{y}" class="axis"/>']
     for i in range(ticks + 1):
         x = x0 + (x1 - x0) * i / ticks
         parts.append(f'<line x1="{x:.1f}" y1="{y}" x2="{x:.1f}" y2="{y + 4}" class="axis"/>')
         anchor = "start" if i == 0 else "end" if i == ticks else "middle"
-        parts.append(_text(x, y + 16, f"{_ms(top * i / ticks)}", anchor=anchor, css="tick"))
+        label = _ms(bottom + (top - bottom) * i / ticks)
+        parts.append(_text(x, y + 16, label, anchor=anchor, css="tick"))
     parts.append(_text(x1, y + 30, unit, anchor="end", css="unit"))
     return "".join(parts)
 
@@ -164,10 +168,7 @@ def histogram_chart(
     body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" class="axis"/>')
     body.append(_text(left - 6, top + 10, str(peak), anchor="end", css="tick"))
     body.append(_text(left - 6, base, "0", anchor="end", css="tick"))
-    parts = [_x_axis(left, left + plot_w, base, high, "latency, ms")]
-    if low:
-        parts.append(_text(left, base + 16, _ms(low), css="tick"))
-    body.extend(parts)
+    body.append(_x_axis(left, left + plot_w, base, high, "latency, ms", bottom=low))
     busiest = max(bins, key=lambda b: b[2]) if bins else None
     desc = f"{sum(b[2] for b in bins)} items{note}."
     if busiest:

@@ -26,7 +26,7 @@ class _Echo:
 def _rows(run: PipelineRun) -> Iterator[tuple[Any, ...]]:
     rows = (
         ItemTiming.objects.filter(run=run)
-        .order_by("seq", "pk")
+        .order_by(*queries.INPUT_ORDER)
         .values_list(*FIELDS, "error", "stamps")
     )
     yield from rows.iterator(chunk_size=CHUNK)

@@ -39,9 +39,9 @@ def stage_rows(run: PipelineRun, stats: list[StageStat]) -> list[StageRow]:
 def summary_cards(run: PipelineRun) -> list[tuple[str, str]]:
     summary = run.summary or {}
     fmt = charts.fmt_seconds
-    items = f"{run.items_in:,} in · {run.items_out:,} out"
-    if run.items_expected:
-        items += f" of {run.items_expected:,}"
+    expected = f" of {run.items_expected:,}" if run.items_expected else ""
+    # expected counts inputs: a fan-out run puts out more items than it takes in
+    items = f"{run.items_in:,}{expected} in · {run.items_out:,} out"
     throughput = f"{run.throughput:,.1f} items/s" if run.throughput else "\u2013"
     queue_wait = run.queue_wait.total_seconds() if run.queue_wait else None
     duration = run.duration.total_seconds() if run.duration else None

@@ -10,13 +10,14 @@ with 100 or 100,000 runs and with 1,000 or 1,000,000 item rows.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.conf import settings
-from django.db.models import Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Func, Model, OuterRef, Q, QuerySet, Subquery, TextField, Value
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -29,6 +30,10 @@ from pipeline_app.models import (
     RunStatus,
     StageStat,
 )
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler, _AsSqlType
 
 RUN_PAGE_SIZE = 50
 ITEM_PAGE_SIZE = 50
@@ -158,7 +163,50 @@ def stage_names(run: PipelineRun, stats: Sequence[StageStat] = ()) -> list[str]:
     return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
 
 
-ITEM_SORTS = {"seq": ("seq", "pk"), "slowest": ("-latency", "-pk")}
+class FanOutOrder(Func):
+    """Sort key of a fan-out path (``ItemTiming.sub_index``, such as ``2.10``): its numbers in
+    turn, compared as numbers (``2.9`` before ``2.10``); a path before its own children."""
+
+    arity = 1
+    output_field = TextField()
+
+    def as_sql(
+        self,
+        compiler: SQLCompiler,
+        connection: BaseDatabaseWrapper,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> _AsSqlType:
+        # other backends: the path as text, in order only while no fan-out has ten children
+        return compiler.compile(self.source_expressions[0])
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> _AsSqlType:
+        path, params = compiler.compile(self.source_expressions[0])
+        # a path cut at the column's length may end with a dot
+        return f"string_to_array(rtrim({path}, '.'), '.')::numeric[]", params
+
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> _AsSqlType:
+        path, params = compiler.compile(self.source_expressions[0])
+        # each number zero-padded to 20 digits (more than any index has), so text order is
+        # number order
+        numbers = f"json_each('[' || replace(rtrim({path}, '.'), '.', ',') || ']')"
+        padded = f"SELECT substr('{'0' * 20}' || value, -20) AS part FROM {numbers} ORDER BY key"
+        sql = (
+            f"CASE WHEN {path} = '' THEN '' "
+            f"ELSE (SELECT group_concat(part, '.') FROM ({padded})) END"
+        )
+        return sql, (*params, *params)
+
+
+INPUT_ORDER = ("seq", FanOutOrder("sub_index"), "pk")
+ITEM_SORTS = {"seq": INPUT_ORDER, "slowest": ("-latency", "-pk")}
+_FAN_OUT_PATH = re.compile(r"(?:[0-9]+(?:\.[0-9]+)*\.?)?")
 
 
 def item_page(
@@ -169,18 +217,32 @@ def item_page(
     after: str | None = None,
     size: int = ITEM_PAGE_SIZE,
 ) -> Page[ItemTiming]:
-    """Keyset page of a run's items; the cursor is ``<seq or latency>_<pk>`` of the last row."""
+    """Keyset page of a run's items; the cursor is ``<seq>_<sub_index>_<pk>`` (input order) or
+    ``<latency>_<pk>`` (slowest first) of the last row."""
     sort = sort if sort in ITEM_SORTS else "seq"
     items = ItemTiming.objects.filter(run=run)
     if status in ItemStatus.values:
         items = items.filter(status=status)
-    cursor = _item_cursor(after)
-    if cursor is not None:
-        value, pk = cursor
-        if sort == "seq":
-            items = items.filter(Q(seq__gt=int(value)) | Q(seq=int(value), pk__gt=pk))
-        else:
-            items = items.filter(Q(latency__lt=value) | Q(latency=value, pk__lt=pk))
+    if sort == "seq":
+        position = _input_order_cursor(after)
+        if position is not None:
+            seq, path, pk = position
+            path_order = FanOutOrder(Value(path))
+            # seq__gte lets the (run, seq) index start the scan at the cursor
+            items = (
+                items.alias(path_order=FanOutOrder("sub_index"))
+                .filter(seq__gte=seq)
+                .filter(
+                    Q(seq__gt=seq)
+                    | Q(seq=seq, path_order__gt=path_order)
+                    | Q(seq=seq, path_order=path_order, pk__gt=pk)
+                )
+            )
+    else:
+        cursor = _item_cursor(after)
+        if cursor is not None:
+            latency, pk = cursor
+            items = items.filter(Q(latency__lt=latency) | Q(latency=latency, pk__lt=pk))
     rows = list(items.order_by(*ITEM_SORTS[sort])[: size + 1])
     more = len(rows) > size
     rows = rows[:size]
@@ -190,9 +252,25 @@ def item_page(
     next_cursor = None
     if more and rows:
         last = rows[-1]
-        key = last.seq if sort == "seq" else repr(last.latency)
-        next_cursor = f"{key}_{last.pk}"
+        if sort == "seq":
+            next_cursor = f"{last.seq}_{last.sub_index}_{last.pk}"
+        else:
+            next_cursor = f"{last.latency!r}_{last.pk}"
     return Page(rows, next_cursor=next_cursor, extra={"sort": sort, "status": status})
+
+
+def _input_order_cursor(value: str | None) -> tuple[int, str, int] | None:
+    """``(seq, sub_index, pk)`` of an input-order cursor; None for anything else."""
+    parts = (value or "").split("_")
+    if len(parts) != 3:
+        return None
+    seq_text, path, pk_text = parts
+    seq, pk = _cursor_pk(seq_text), _cursor_pk(pk_text)
+    if seq is None or pk is None or not _FAN_OUT_PATH.fullmatch(path):
+        return None
+    if len(path) > (ItemTiming._meta.get_field("sub_index").max_length or 0):
+        return None
+    return seq, path, pk
 
 
 def _item_cursor(value: str | None) -> tuple[float, int] | None:
@@ -214,7 +292,7 @@ def waterfall_items(run: PipelineRun) -> tuple[list[ItemTiming], list[ItemTiming
     items = ItemTiming.objects.filter(run=run).only(
         "seq", "sub_index", "status", "latency", "stamps"
     )
-    first = list(items.order_by("seq", "pk")[:WATERFALL_ITEMS])
+    first = list(items.order_by(*INPUT_ORDER)[:WATERFALL_ITEMS])
     seen = {item.pk for item in first}
     slowest = [
         item

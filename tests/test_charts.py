@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 
 from pipeline_app import charts
+from pipeline_app.engine.histogram import Histogram
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = "<script>alert(1)</script>"
@@ -94,3 +96,33 @@ def test_slowest_stage_adds_queue_wait_computation_and_sending() -> None:
     stages = {"a": [1e-4, 2e-4, 3e-3, 0, 3e-4], "b": [1e-3, 2e-3, 0, 0, 3e-3]}
     assert slowest_stage(stages) == "a (3.3 ms)"
     assert slowest_stage({}) == ""
+
+
+def test_histogram_axis_is_labelled_from_the_fastest_to_the_slowest_latency() -> None:
+    bins = [(0.020 + i * 0.008, 0.028 + i * 0.008, 1) for i in range(10)]  # 20 to 100 ms
+    root = parse(charts.histogram_chart(bins))
+    ticks = [t.text for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+    y_axis, x_axis = ticks[:2], ticks[2:]
+    assert y_axis == ["1", "0"]
+    assert x_axis == ["20", "40", "60", "80", "100"]
+
+
+def test_histogram_of_equal_latencies_is_a_narrow_window_around_them() -> None:
+    latencies = Histogram()
+    for _ in range(3):
+        latencies.record(0.0005)
+    bins = latencies.bins(30)
+    assert len(bins) == 30 and sum(count for _, _, count in bins) == 3
+    low, high = bins[0][0], bins[-1][1]
+    assert 0 < low < 0.0005 < high and high - low < 0.0005 * 0.05
+    (busy,) = [(b_low, b_high) for b_low, b_high, count in bins if count]
+    assert busy[0] <= 0.0005 < busy[1]
+
+
+def test_histogram_keeps_equal_width_bins_from_min_to_max() -> None:
+    latencies = Histogram()
+    for value in (0.01, 0.02, 0.02, 0.04):
+        latencies.record(value)
+    bins = latencies.bins(3)
+    assert [count for _, _, count in bins] == [3, 0, 1]
+    assert bins[0][0] == 0.01 and math.isclose(bins[-1][1], 0.04)

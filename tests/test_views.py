@@ -540,3 +540,74 @@ def test_dashboard_works_without_the_admin_urls(admin_client: Client) -> None:
 
 def test_root_redirects_to_the_dashboard(client: Client) -> None:
     assert client.get("/")["Location"] == "/pipelines/"
+
+
+def add_fan_out_children(run: PipelineRun, paths_by_seq: dict[int, list[str]]) -> None:
+    """Item rows written as the recorder may: filtered children first, then the others."""
+    rows = [
+        ItemTiming(
+            run=run,
+            seq=seq,
+            sub_index=path,
+            status=ItemStatus.FILTERED if filtered else ItemStatus.OK,
+            latency=0.001,
+            stamps=ITEM_STAMPS,
+        )
+        for filtered in (True, False)
+        for seq, paths in paths_by_seq.items()
+        for number, path in enumerate(paths)
+        if (number % 2 == 1) == filtered
+    ]
+    ItemTiming.objects.bulk_create(rows)
+
+
+@pytest.mark.postgres
+def test_input_order_lists_fan_out_children_by_number(
+    admin_client: Client, definition: Any
+) -> None:
+    run = make_run(definition, items=0)
+    flat = [str(number) for number in range(12)]
+    nested = ["0.0", "0.10", "0.9", "1", "1.0", "10.2", "2.1", "9.0"]
+    add_fan_out_children(run, {0: flat[::-1], 1: nested, 2: [""]})
+    in_order = (
+        [(0, path) for path in flat]
+        + [(1, path) for path in ["0.0", "0.9", "0.10", "1", "1.0", "2.1", "9.0", "10.2"]]
+        + [(2, "")]
+    )
+    export = admin_client.get(reverse("pipeline_app:run-export", args=[run.pk, "csv"]))
+    rows = csv.DictReader(io.StringIO(b"".join(export.streaming_content).decode()))
+    assert [(int(row["seq"]), row["sub_index"]) for row in rows] == in_order
+    paged: list[tuple[int, str]] = []
+    after = None
+    while True:
+        page = queries.item_page(run, after=after, size=5)
+        paged.extend((item.seq, item.sub_index) for item in page.rows)
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+    assert paged == in_order  # each row once, pages cut inside a fan-out included
+    first, _ = queries.waterfall_items(run)
+    assert [(item.seq, item.sub_index) for item in first] == in_order[:10]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "cursor", ["0_1..2_1", "0_x_1", "0_.1_1", "0_1_\u00b2", "1e3_1_1", f"0_{'1' * 51}_1"]
+)
+def test_malformed_input_order_cursors_are_ignored(
+    admin_client: Client, definition: Any, cursor: str
+) -> None:
+    run = make_run(definition, items=3)
+    url = reverse("pipeline_app:run-items", args=[run.pk])
+    response = admin_client.get(url, {"sort": "seq", "after": cursor})
+    assert response.status_code == 200
+    assert len(response.context["items"].rows) == 3
+
+
+def test_items_card_of_a_fan_out_run_gives_the_expected_count_to_the_inputs(
+    admin_client: Client, definition: Any
+) -> None:
+    run = make_run(definition, items=4)
+    PipelineRun.objects.filter(pk=run.pk).update(items_out=12)
+    page = admin_client.get(reverse("pipeline_app:run-detail", args=[run.pk])).content.decode()
+    assert "4 of 4 in · 12 out" in page

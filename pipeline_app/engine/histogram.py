@@ -170,12 +170,24 @@ class Histogram:
 
     def bins(self, count: int = 30) -> list[tuple[float, float, int]]:
         """``count`` equal-width ``(low, high, items)`` bins from min to max, for a chart; each
-        log bucket lands in the bin holding its geometric mid-point."""
+        log bucket lands in the bin holding its geometric mid-point.
+
+        When every value is the same (min == max), the bins span a window of about the buckets'
+        precision (1 %) around that value, and all items are in the bin holding it."""
         buckets = self.buckets
         if not buckets or self.count == 0 or count < 1:
             return []
         lo, hi = self.min, self.max
-        width = (hi - lo) / count if hi > lo else 1.0
+        if hi <= lo:
+            half = max(lo * (_GROWTH - 1.0) / 2, 1e-9)
+            low = max(lo - half, 0.0)
+            width = (lo + half - low) / count
+            slot = min(int((lo - low) / width), count - 1)
+            return [
+                (low + i * width, low + (i + 1) * width, self.count if i == slot else 0)
+                for i in range(count)
+            ]
+        width = (hi - lo) / count
         counts = [0] * count
         scale = self.count / self.weight if self.weight else 1.0
         for index, weight in buckets.items():
