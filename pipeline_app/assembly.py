@@ -27,28 +27,35 @@ def validated_params(
     sink = registry.get("sink", snapshot["sink"])
     source_values = {**snapshot["source_params"], **run_params.get("source", {})}
     sink_values = {**snapshot["sink_params"], **run_params.get("sink", {})}
-    checked_source = params.validate(
-        f"source {source.name!r}",
-        source.params,
-        source_values,
-        file_params=source.file_params,
-        file_roots=roots,
-    )
-    if source.check is not None:
-        try:
-            source.check(checked_source)
-        except ValueError as exc:
-            raise params.ParamError(f"source {source.name!r}: {exc}") from None
-    return (
-        checked_source,
-        params.validate(
+    try:
+        checked_source = params.validate(
+            f"source {source.name!r}",
+            source.params,
+            source_values,
+            file_params=source.file_params,
+            file_roots=roots,
+        )
+        if source.check is not None:
+            try:
+                source.check(checked_source)
+            except ValueError as exc:
+                blamed = exc.param if isinstance(exc, params.ParamError) else None
+                raise params.ParamError(f"source {source.name!r}: {exc}", param=blamed) from None
+    except params.ParamError as exc:
+        exc.kind = "source"
+        raise
+    try:
+        checked_sink = params.validate(
             f"sink {sink.name!r}",
             sink.params,
             sink_values,
             file_params=sink.file_params,
             file_roots=roots,
-        ),
-    )
+        )
+    except params.ParamError as exc:
+        exc.kind = "sink"
+        raise
+    return checked_source, checked_sink
 
 
 def build_pipeline(snapshot: dict[str, Any], **engine_options: Any) -> AsyncTaskPipeline[Any, Any]:

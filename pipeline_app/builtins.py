@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from pipeline_app.params import ParamError
 from pipeline_app.registry import registry
 
 _READ_BATCH = 2_000
@@ -47,10 +48,9 @@ async def _batched(lines: Iterator[Any]) -> AsyncIterator[list[Any]]:
 
 
 def _check_range(params: dict[str, Any]) -> None:
-    if params.get("count", 1000) < 0:
-        raise ValueError("count must be >= 0")
-    if params.get("delay", 0.0) < 0:
-        raise ValueError("delay must be >= 0")
+    for name, default in (("count", 1000), ("delay", 0.0)):
+        if params.get(name, default) < 0:
+            raise ParamError(f"{name} must be >= 0", param=name)
 
 
 @registry.source(

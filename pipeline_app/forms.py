@@ -89,7 +89,8 @@ class RunParamsForm(forms.Form):
                 self.definition, params=self.run_params(), user=user, trigger=trigger
             )
         except ParamError as exc:
-            self.add_error(None, str(exc))
+            field = f"{exc.kind}__{exc.param}"
+            self.add_error(field if field in self.fields else None, str(exc))
             return None
 
 

@@ -16,7 +16,15 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 class ParamError(ValueError):
-    """A parameter is unknown, missing, of the wrong type, or points outside the allowed files."""
+    """A parameter is unknown, missing, of the wrong type, or points outside the allowed files.
+
+    ``kind`` ("source", "sink" or "stage") and ``param`` name the parameter when one is to blame,
+    so a form can show the message next to its field."""
+
+    def __init__(self, message: str, *, kind: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,18 +120,28 @@ def validate(
     result: dict[str, Any] = {}
     for name, spec in by_name.items():
         if name in values:
-            result[name] = coerce(spec, values[name])
+            try:
+                result[name] = coerce(spec, values[name])
+            except ParamError as exc:
+                exc.param = name
+                raise
         elif spec.required:
-            raise ParamError(f"{owner}: parameter {name!r} is required.")
+            raise ParamError(f"{owner}: parameter {name!r} is required.", param=name)
     for name in file_params:
         value = result.get(name)
         if value is None:
             continue
         if not isinstance(value, str | os.PathLike):
             # str() of a list would be checked instead of the paths in it
-            raise ParamError(f"{owner}: {name} must be one path, got {type(value).__name__}.")
+            raise ParamError(
+                f"{owner}: {name} must be one path, got {type(value).__name__}.", param=name
+            )
         if file_roots is not None:
-            check_file_root(owner, name, os.fspath(value), file_roots)
+            try:
+                check_file_root(owner, name, os.fspath(value), file_roots)
+            except ParamError as exc:
+                exc.param = name
+                raise
     return result
 
 

@@ -611,3 +611,16 @@ def test_items_card_of_a_fan_out_run_gives_the_expected_count_to_the_inputs(
     PipelineRun.objects.filter(pk=run.pk).update(items_out=12)
     page = admin_client.get(reverse("pipeline_app:run-detail", args=[run.pk])).content.decode()
     assert "4 of 4 in · 12 out" in page
+
+
+def test_a_value_the_source_refuses_is_shown_at_its_field(
+    admin_client: Client, definition: Any
+) -> None:
+    url = reverse("pipeline_app:pipeline-run", args=[definition.slug])
+    response = admin_client.post(url, {f"run-{definition.slug}-source__count": "-5"})
+
+    assert response.status_code == 200
+    form = response.context["form"]
+    assert form.errors["source__count"] == ["source 'range': count must be >= 0"]
+    assert not form.non_field_errors()
+    assert not PipelineRun.objects.exists()
