@@ -26,14 +26,66 @@ def fmt_seconds(value: float | None) -> str:
     if value < 0.001:
         return f"{value * 1e6:.0f} µs"
     if value < 1:
-        return f"{value * 1e3:.3g} ms"
+        return f"{fmt_number(value * 1e3)} ms"
     if value < 120:
-        return f"{value:.3g} s"
+        return f"{fmt_number(value)} s"
     return f"{value / 60:.1f} min"
 
 
+def fmt_number(value: float) -> str:
+    """3 significant digits below 1,000, whole numbers with thousands separators from there on:
+    never scientific notation ("1e+03")."""
+    if not math.isfinite(value):
+        return "\u2013"
+    if value == 0:
+        return "0"
+    rounded = float(f"{value:.3g}")
+    if abs(rounded) >= 1000:
+        return f"{value:,.0f}"
+    decimals = max(0, 2 - math.floor(math.log10(abs(rounded))))
+    text = f"{rounded:.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def plural(count: int, word: str) -> str:
+    """``"1 run"``, ``"3 runs"``."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def _ms(value: float) -> str:
-    return f"{value * 1e3:.3g}"
+    return fmt_number(value * 1e3)
+
+
+# Font sizes of dashboard.css (.pa-chart text, in viewBox units) and the average width of a
+# character of the sans-serif font as a share of its size, to size label columns without a browser.
+LABEL_FONT = 11
+TICK_FONT = 10
+CHAR_WIDTH = 0.62
+MAX_LABEL_SHARE = 0.4
+
+
+def _text_width(text: str, font_size: float = LABEL_FONT) -> float:
+    return len(text) * font_size * CHAR_WIDTH
+
+
+def _label_column(labels: Sequence[str], width: int, minimum: int) -> tuple[int, int]:
+    """Width of a right-aligned label column fitting the longest label (up to a share of the
+    chart) and the most characters a label may keep in it."""
+    limit = int(width * MAX_LABEL_SHARE)
+    longest = max((_text_width(label) for label in labels), default=0.0)
+    column = max(minimum, min(limit, math.ceil(longest) + 12))
+    return column, int((column - 12) / (LABEL_FONT * CHAR_WIDTH))
+
+
+def _label(x: float, y: float, text: str, max_chars: int) -> str:
+    """A right-anchored row label, cut with an ellipsis (full text in its tooltip) if too long."""
+    if len(text) <= max_chars:
+        return _text(x, y, text, anchor="end", css="label")
+    short = text[: max(max_chars - 1, 1)] + "\u2026"
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="end" class="label">'
+        f"<title>{escape(text)}</title>{escape(short)}</text>"
+    )
 
 
 def _svg(width: int, height: int, title: str, desc: str, body: str, css: str = "") -> SafeString:
@@ -106,16 +158,17 @@ class StageSplit:
 
 def stage_split_chart(rows: Sequence[StageSplit], *, width: int = 640) -> SafeString:
     """Stacked horizontal bars per stage: average queue wait, computation and send time."""
-    label_w, row_h, top = 150, 26, 28
+    names = [f"{row.stage} (bottleneck)" if row.is_bottleneck else row.stage for row in rows]
+    label_w, max_chars = _label_column(names, width, minimum=96)
+    row_h, top = 26, 28
     height = top + row_h * len(rows) + 40
     plot = width - label_w - 16
     peak = _nice_max(max((r.queue_wait + r.computation + r.transmission for r in rows), default=0))
     body = [_legend(label_w, 14, [(f"part-{k}", label) for k, label in PARTS])]
     words = []
-    for index, row in enumerate(rows):
+    for index, (row, name) in enumerate(zip(rows, names, strict=True)):
         y = top + index * row_h
-        name = f"{row.stage} (bottleneck)" if row.is_bottleneck else row.stage
-        body.append(_text(label_w - 8, y + 15, name, anchor="end", css="label"))
+        body.append(_label(label_w - 8, y + 15, name, max_chars))
         x = float(label_w)
         for key, label in PARTS:
             value = getattr(row, key)
@@ -188,7 +241,8 @@ def waterfall_chart(
     rows: Sequence[WaterfallRow], stage_order: Sequence[str], *, width: int = 720
 ) -> SafeString:
     """Per item, when each stage held it: queue wait (light) then processing (solid)."""
-    label_w, row_h, top = 120, 20, 28
+    label_w, max_chars = _label_column([row.label for row in rows], width, minimum=120)
+    row_h, top = 20, 28
     height = top + row_h * len(rows) + 40
     plot = width - label_w - 16
     peak = _nice_max(max((r.latency for r in rows), default=0))
@@ -198,7 +252,7 @@ def waterfall_chart(
     words = []
     for index, row in enumerate(rows):
         y = top + index * row_h
-        body.append(_text(label_w - 8, y + 13, row.label, anchor="end", css="label"))
+        body.append(_label(label_w - 8, y + 13, row.label, max_chars))
         body.append(
             f'<line x1="{label_w}" y1="{y + 9}" x2="{label_w + plot}" y2="{y + 9}" class="grid"/>'
         )
@@ -222,19 +276,23 @@ def waterfall_chart(
         "Item waterfall: when each stage held the first and the slowest items",
         "; ".join(words),
         "".join(body),
+        "waterfall",
     )
+
+
+def _points(
+    values: Sequence[float | None], x0: float, w: float, y0: float, h: float, peak: float
+) -> list[tuple[float, float]]:
+    count = max(len(values) - 1, 1)
+    return [
+        (x0 + w * i / count, y0 + h - h * v / peak) for i, v in enumerate(values) if v is not None
+    ]
 
 
 def _polyline(
     values: Sequence[float | None], x0: float, w: float, y0: float, h: float, peak: float
 ) -> str:
-    count = max(len(values) - 1, 1)
-    points = [
-        f"{x0 + w * i / count:.1f},{y0 + h - h * v / peak:.1f}"
-        for i, v in enumerate(values)
-        if v is not None
-    ]
-    return " ".join(points)
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in _points(values, x0, w, y0, h, peak))
 
 
 def sparkline(values: Sequence[float | None], *, label: str, width: int = 120) -> SafeString:
@@ -253,7 +311,7 @@ def sparkline(values: Sequence[float | None], *, label: str, width: int = 120) -
         f'<circle cx="{x_last:.1f}" cy="{y_last:.1f}" r="2.5" class="dot"/>'
     )
     desc = (
-        f"{label} over the last {len(known)} runs: from {fmt_seconds(known[0])} "
+        f"{label} over the last {plural(len(known), 'run')}: from {fmt_seconds(known[0])} "
         f"to {fmt_seconds(last)}, highest {fmt_seconds(max(known))}."
     )
     return _svg(width, height, label, desc, body, "spark")
@@ -269,32 +327,37 @@ def line_chart(
     width: int = 640,
 ) -> SafeString:
     """Lines over runs (oldest left), one per series; values multiplied by ``scale`` for labels."""
-    left, right, top, bottom = 56, 12, 26, 34
-    height = 220
-    plot_w, plot_h = width - left - right, height - top - bottom
     known = [v for values in series.values() for v in values if v is not None]
     peak = _nice_max(max(known, default=0) * scale) / scale
+    ticks = [fmt_number(peak * (1 - i / 4) * scale) for i in range(5)]
+    left = max(56, math.ceil(max(_text_width(tick, TICK_FONT) for tick in ticks)) + 10)
+    right, top, bottom = 12, 26, 34
+    height = 220
+    plot_w, plot_h = width - left - right, height - top - bottom
     body = [_legend(left, 14, [(f"series-{i}", name) for i, name in enumerate(series)])]
-    for i in range(5):
+    for i, tick in enumerate(ticks):
         y = top + plot_h * i / 4
-        value = peak * (1 - i / 4) * scale
         body.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" class="grid"/>'
         )
-        body.append(_text(left - 6, y + 4, f"{value:.3g}", anchor="end", css="tick"))
+        body.append(_text(left - 6, y + 4, tick, anchor="end", css="tick"))
     body.append(_text(4, top - 8, unit, css="unit"))
     words = []
     for i, (name, values) in enumerate(series.items()):
-        body.append(
-            f'<polyline points="{_polyline(values, left, plot_w, top, plot_h, peak)}" '
-            f'class="line series-{i}"/>'
+        points = _points(values, left, plot_w, top, plot_h, peak)
+        line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        body.append(f'<polyline points="{line}" class="line series-{i}"/>')
+        # a line needs two points: the dots show a first run (and runs between gaps)
+        body.extend(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" class="dot series-{i}"/>' for x, y in points
         )
-        vals = [v for v in values if v is not None]
+        vals = [fmt_number(v * scale) for v in values if v is not None]
         if vals:
-            words.append(f"{name} from {vals[0] * scale:.3g} to {vals[-1] * scale:.3g} {unit}")
+            words.append(f"{name} from {vals[0]} to {vals[-1]} {unit}")
     if x_labels:
         base = top + plot_h + 16
         body.append(_text(left, base, x_labels[0], css="tick"))
-        body.append(_text(left + plot_w, base, x_labels[-1], anchor="end", css="tick"))
-    desc = f"Over {len(x_labels)} runs: " + "; ".join(words) + "."
+        if len(x_labels) > 1:
+            body.append(_text(left + plot_w, base, x_labels[-1], anchor="end", css="tick"))
+    desc = f"Over {plural(len(x_labels), 'run')}: " + "; ".join(words) + "."
     return _svg(width, height, title, desc, "".join(body))

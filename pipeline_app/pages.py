@@ -36,7 +36,33 @@ def stage_rows(run: PipelineRun, stats: list[StageStat]) -> list[StageRow]:
     ]
 
 
-def summary_cards(run: PipelineRun) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class CardPart:
+    """Text of a summary card; with ``field``, live.js replaces it from the run state's ``field``
+    formatted by ``format`` (its ``data-format``), ``prefix`` first, both left out when empty."""
+
+    text: str
+    field: str = ""
+    format: str = ""
+    prefix: str = ""
+
+
+@dataclass(frozen=True)
+class SummaryCard:
+    label: str
+    parts: tuple[CardPart, ...]
+    hint: str = ""
+
+
+def _card(label: str, text: str, hint: str = "") -> SummaryCard:
+    return SummaryCard(label, (CardPart(text),), hint)
+
+
+def summary_cards(run: PipelineRun) -> list[SummaryCard]:
+    """The run's figures; while it runs, the live ones follow its progress (live.js) and the
+    latencies, known once it has finished, say so."""
+    if not run.is_finished:
+        return _live_cards(run)
     summary = run.summary or {}
     fmt = charts.fmt_seconds
     expected = f" of {run.items_expected:,}" if run.items_expected else ""
@@ -46,14 +72,49 @@ def summary_cards(run: PipelineRun) -> list[tuple[str, str]]:
     queue_wait = run.queue_wait.total_seconds() if run.queue_wait else None
     duration = run.duration.total_seconds() if run.duration else None
     return [
-        ("Items", items),
-        ("Filtered · errors", f"{run.items_filtered:,} · {run.items_errors:,}"),
-        ("Throughput", throughput),
-        ("Queue wait", fmt(queue_wait)),
-        ("Duration", fmt(duration)),
-        ("p50 latency", fmt(run.p50_latency)),
-        ("p95 latency", fmt(run.p95_latency)),
-        ("p99 latency", fmt(summary.get("p99_total_latency"))),
+        _card("Items", items),
+        _card("Filtered · errors", f"{run.items_filtered:,} · {run.items_errors:,}"),
+        _card("Throughput", throughput),
+        _card("Queue wait", fmt(queue_wait)),
+        _card("Duration", fmt(duration)),
+        _card("p50 latency", fmt(run.p50_latency)),
+        _card("p95 latency", fmt(run.p95_latency)),
+        _card("p99 latency", fmt(summary.get("p99_total_latency"))),
+    ]
+
+
+def _live_cards(run: PipelineRun) -> list[SummaryCard]:
+    fmt = charts.fmt_seconds
+    expected = f" of {run.items_expected:,}" if run.items_expected else ""
+    rate = f"{run.rate:,.1f} items/s" if run.rate else "\u2013"
+    queue_wait = run.queue_wait.total_seconds() if run.queue_wait else None
+    elapsed = (run.progress or {}).get("elapsed") if run.started_at else None
+    later = "when finished"
+    return [
+        SummaryCard(
+            "Items",
+            (
+                CardPart(f"{run.items_in:,}", "items_in", "count"),
+                CardPart(expected, "items_expected", "count", prefix=" of "),
+                CardPart(" in · "),
+                CardPart(f"{run.items_out:,}", "items_out", "count"),
+                CardPart(" out"),
+            ),
+        ),
+        SummaryCard(
+            "Filtered · errors",
+            (
+                CardPart(f"{run.items_filtered:,}", "items_filtered", "count"),
+                CardPart(" · "),
+                CardPart(f"{run.items_errors:,}", "items_errors", "count"),
+            ),
+        ),
+        SummaryCard("Throughput", (CardPart(rate, "rate", "rate"),), "current"),
+        SummaryCard("Queue wait", (CardPart(fmt(queue_wait), "queue_wait_seconds", "seconds"),)),
+        SummaryCard("Duration", (CardPart(fmt(elapsed), "elapsed_seconds", "seconds"),), "so far"),
+        _card("p50 latency", "\u2013", later),
+        _card("p95 latency", "\u2013", later),
+        _card("p99 latency", "\u2013", later),
     ]
 
 
@@ -125,16 +186,17 @@ def trend_context(definition: PipelineDefinition) -> dict[str, Any]:
     if not runs:
         return {"trend_runs": []}
     labels = [f"#{r.pk}" for r in runs]
+    last_runs = "last run" if len(runs) == 1 else f"last {len(runs)} runs"
     latency = charts.line_chart(
         {"p50": [r.p50_latency for r in runs], "p95": [r.p95_latency for r in runs]},
-        title=f"Latency of {definition.name}'s last {len(runs)} runs",
+        title=f"Latency of {definition.name}'s {last_runs}",
         unit="ms",
         x_labels=labels,
         scale=1e3,
     )
     throughput = charts.line_chart(
         {"throughput": [r.throughput for r in runs]},
-        title=f"Throughput of {definition.name}'s last {len(runs)} runs",
+        title=f"Throughput of {definition.name}'s {last_runs}",
         unit="items/s",
         x_labels=labels,
     )

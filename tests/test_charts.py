@@ -126,3 +126,78 @@ def test_histogram_keeps_equal_width_bins_from_min_to_max() -> None:
     bins = latencies.bins(3)
     assert [count for _, _, count in bins] == [3, 0, 1]
     assert bins[0][0] == 0.01 and math.isclose(bins[-1][1], 0.04)
+
+
+def tick_labels(root: ET.Element) -> list[str]:
+    return [t.text or "" for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+
+
+def test_numbers_are_plain_with_thousands_separators_never_scientific() -> None:
+    assert charts.fmt_number(1000) == "1,000"
+    assert charts.fmt_number(999.7) == "1,000"
+    assert charts.fmt_number(50_000) == "50,000"
+    assert charts.fmt_number(12.345) == "12.3"
+    assert charts.fmt_number(0.125) == "0.125"
+    assert charts.fmt_number(0.00001) == "0.00001"
+    assert charts.fmt_number(0) == "0"
+    assert charts.fmt_seconds(0.9999) == "1,000 ms"
+
+
+def test_chart_axes_of_long_latencies_and_high_throughput_have_no_scientific_notation() -> None:
+    split = parse(charts.stage_split_chart([charts.StageSplit("slow", 0.2, 0.5, 0.1)]))
+    assert tick_labels(split)[-1] == "1,000"
+    # a run of no items has nothing to scale to: its axis spans a second
+    idle = charts.StageSplit("idle", 0.0, 0.0, 0.0)
+    assert tick_labels(parse(charts.stage_split_chart([idle])))[-1] == "1,000"
+    throughput = parse(
+        charts.line_chart(
+            {"throughput": [42_000.0, 48_500.0]}, title="t", unit="items/s", x_labels=["#1", "#2"]
+        )
+    )
+    assert tick_labels(throughput)[0] == "50,000"
+    latency = parse(
+        charts.line_chart({"p95": [1.2, 1.9]}, title="t", unit="ms", x_labels=["#1"], scale=1e3)
+    )
+    labels = tick_labels(split) + tick_labels(throughput) + tick_labels(latency)
+    assert not [label for label in labels if "e+" in label or "e-" in label], labels
+
+
+def label_texts(root: ET.Element) -> list[ET.Element]:
+    return [t for t in root.iter(f"{SVG}text") if t.get("class") == "label"]
+
+
+def test_stage_label_column_fits_the_longest_name() -> None:
+    name = "test-fail-every"
+    root = parse(charts.stage_split_chart([charts.StageSplit(name, 0.001, 0.001, 0.0, True)]))
+    (label,) = label_texts(root)
+    assert label.text == f"{name} (bottleneck)"
+    right_edge = float(label.get("x", 0))
+    assert right_edge - charts._text_width(label.text) >= 0
+    bars = [r for r in root.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None]
+    assert float(bars[0].get("x", 0)) > right_edge
+
+
+def test_a_stage_name_too_long_for_the_chart_is_cut_with_its_full_name_as_tooltip() -> None:
+    name = "a-stage-with-a-very-long-name-that-goes-on-and-on-and-on"
+    root = parse(charts.stage_split_chart([charts.StageSplit(name, 0.001, 0.001, 0.0)]))
+    (label,) = label_texts(root)
+    tooltip = label.find(f"{SVG}title")
+    assert tooltip is not None and tooltip.text == name
+    shown = label.text or tooltip.tail or ""
+    assert shown.endswith("\u2026") and name.startswith(shown[:-1])
+    assert float(label.get("x", 0)) - charts._text_width(shown) >= 0
+    assert name in root.find(f"{SVG}desc").text  # type: ignore[union-attr]
+
+
+def test_trend_of_a_single_run_draws_its_points_and_says_one_run() -> None:
+    root = parse(
+        charts.line_chart(
+            {"p50": [0.01], "p95": [0.02]}, title="t", unit="ms", x_labels=["#7"], scale=1e3
+        )
+    )
+    dots = [c for c in root.iter(f"{SVG}circle") if "dot" in (c.get("class") or "")]
+    assert len(dots) == 2
+    assert [t for t in tick_labels(root) if t.startswith("#")] == ["#7"]
+    assert root.find(f"{SVG}desc").text.startswith("Over 1 run:")  # type: ignore[union-attr]
+    spark = parse(charts.sparkline([0.01], label="p95"))
+    assert "over the last 1 run:" in spark.find(f"{SVG}desc").text  # type: ignore[union-attr]

@@ -110,6 +110,20 @@ def page(
             browser.close()
 
 
+@pytest.fixture
+def blank_page() -> Iterator[Any]:
+    """A tab without a server, for markup rendered in the test."""
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
+
+
 def _start_bottleneck(page: Any, base: str, count: int) -> int:
     definition = PipelineDefinition.objects.get(name="demo-bottleneck")
     page.goto(f"{base}{definition.get_absolute_url()}")
@@ -137,6 +151,7 @@ def test_start_watch_progress_live_and_see_the_finished_run(
         time.sleep(0.1)
     state = PipelineRun.objects.filter(pk=run_id).values("status", "items_out", "progress").get()
     assert len(set(seen)) >= 3 and seen == sorted(seen), f"no progress seen: {seen}, {state}"
+    _assert_cards_follow_the_progress_line(page, expected=300)
     page.screenshot(path=str(ARTIFACTS / "run-detail-running.png"), full_page=True)
 
     page.wait_for_selector(".badge.status-succeeded", timeout=30_000)
@@ -149,9 +164,100 @@ def test_start_watch_progress_live_and_see_the_finished_run(
     assert "slow-step" in row.inner_text() and "Bottleneck" in row.inner_text()
     for chart in ("#chart-split", "#chart-histogram", "#chart-waterfall"):
         assert page.locator(f"{chart} svg rect").count() > 3
+    _assert_chart_labels_are_plain_and_inside(page)
+    _assert_charts_fit_their_column(page)
     page.screenshot(path=str(ARTIFACTS / "run-detail-finished.png"), full_page=True)
-    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_viewport_size({"width": 375, "height": 812})
+    _assert_chart_text_readable_without_widening_the_page(page, "#chart-histogram svg")
     page.screenshot(path=str(ARTIFACTS / "run-detail-phone.png"), full_page=True)
+
+    # the pipeline's first finished run: its trend charts show it
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto(f"{live_server_url}{run.definition.get_absolute_url()}")
+    trends = page.locator("section[aria-labelledby=trends]")
+    assert "latency of the last run" in trends.locator("figcaption").first.inner_text()
+    for chart in trends.locator("svg").all():
+        drawn = chart.evaluate(
+            "svg => Array.from(svg.querySelectorAll('circle.dot'))"
+            ".filter(c => c.getBoundingClientRect().width > 0).length"
+        )
+        assert drawn >= 1, chart.inner_html()
+    _assert_chart_labels_are_plain_and_inside(page)
+    _assert_charts_fit_their_column(page)
+    page.set_viewport_size({"width": 375, "height": 812})
+    _assert_chart_text_readable_without_widening_the_page(
+        page, "section[aria-labelledby=trends] svg"
+    )
+    page.screenshot(path=str(ARTIFACTS / "pipeline-detail-phone.png"), full_page=True)
+
+
+def _assert_cards_follow_the_progress_line(page: Any, expected: int) -> None:
+    """While the run runs, the summary cards show what the progress line shows (read in one
+    script turn: live.js updates both from the same message)."""
+    live = page.evaluate(
+        """() => ({
+          reloaded: window.__notReloaded !== true,
+          out: document.querySelector('.pa-progress [data-live-field=items_out]').textContent,
+          cards: Object.fromEntries(Array.from(document.querySelectorAll('.pa-card.stat'))
+            .map(card => [card.querySelector('dt').textContent,
+                          card.querySelector('dd').textContent]))
+        })"""
+    )
+    assert not live["reloaded"], "the run finished before the cards could be read"
+    cards = live["cards"]
+    assert re.fullmatch(rf"[\d,]+ of {expected:,} in · {live['out']} out", cards["Items"]), cards
+    assert re.fullmatch(r"[\d,]+\.\d items/s current", cards["Throughput"]), cards
+    assert re.fullmatch(r"[\d.,]+ (ms|s) so far", cards["Duration"]), cards
+    assert re.fullmatch(r"[\d.,]+ (µs|ms|s)", cards["Queue wait"]), cards
+    assert cards["p95 latency"] == "\u2013 when finished", cards
+
+
+def _assert_chart_labels_are_plain_and_inside(page: Any) -> None:
+    ticks = page.locator(".pa-chart text.tick").all_text_contents()
+    assert ticks and not [t for t in ticks if re.search(r"\de[+-]?\d", t)], ticks
+    clipped = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.pa-chart text'))"
+        ".filter(t => t.getBBox().x < 0).map(t => t.textContent)"
+    )
+    assert not clipped, clipped
+
+
+def _assert_charts_fit_their_column(page: Any) -> None:
+    """On a desktop the charts scale to their column: no scroll bar."""
+    overflowing = page.evaluate(
+        "() => Array.from(document.querySelectorAll('.chart-wrap'))"
+        ".filter(w => w.scrollWidth > w.clientWidth + 1).length"
+    )
+    assert overflowing == 0
+
+
+def _assert_chart_text_readable_without_widening_the_page(page: Any, chart: str) -> None:
+    heights = page.locator(chart).first.evaluate(
+        "svg => Array.from(svg.querySelectorAll('text')).map(t => t.getBoundingClientRect().height)"
+    )
+    assert min(heights) >= 8, f"chart text {min(heights):.1f} px tall at 375 px"
+    # the chart scrolls inside its figure; the page keeps to the screen
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_long_stage_names_fit_the_split_chart_as_the_browser_draws_them(
+    blank_page: Any,
+) -> None:
+    """The label column is sized from an estimate of the text width: check it against the font
+    chromium really uses."""
+    from pipeline_app import charts
+
+    names = ["test-fail-every", "wwwwwwwwwwwwwwwwwwww", "stage-" + "x" * 60]
+    markup = charts.stage_split_chart(
+        [charts.StageSplit(name, 0.001, 0.002, 0.0, index == 0) for index, name in enumerate(names)]
+    )
+    stylesheet = (ROOT / "pipeline_app/static/pipeline_app/dashboard.css").read_text()
+    blank_page.set_content(f"<style>{stylesheet}</style><main class='pa-main'>{markup}</main>")
+    boxes = blank_page.evaluate(
+        "() => Array.from(document.querySelectorAll('text.label'))"
+        ".map(t => [t.textContent, t.getBBox().x])"
+    )
+    assert len(boxes) == 3 and not [text for text, x in boxes if x < 0], boxes
 
 
 def test_cancel_a_running_run_from_its_page(page: Any, live_server_url: str) -> None:

@@ -3,20 +3,44 @@
 (function () {
   "use strict";
 
+  // As charts.fmt_number: 3 significant digits, whole numbers with separators from 1,000 on.
+  function formatNumber(value) {
+    var rounded = Number(value.toPrecision(3));
+    if (Math.abs(rounded) >= 1000) return Math.round(value).toLocaleString("en-US");
+    return String(rounded);
+  }
+
   function formatSeconds(value) {
     if (value === null || value === undefined || !isFinite(value)) return "–";
     if (value < 0.001) return Math.round(value * 1e6) + " µs";
-    if (value < 1) return Number((value * 1e3).toPrecision(3)) + " ms";
-    if (value < 120) return Number(value.toPrecision(3)) + " s";
+    if (value < 1) return formatNumber(value * 1e3) + " ms";
+    if (value < 120) return formatNumber(value) + " s";
     return (value / 60).toFixed(1) + " min";
   }
 
   function formatValue(element, value) {
     var format = element.getAttribute("data-format");
     if (format === "seconds") return formatSeconds(value);
-    if (format === "rate") return value ? value.toFixed(1) + " items/s" : "–";
+    if (format === "rate") {
+      if (!value) return "–";
+      return value.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 }) +
+        " items/s";
+    }
     if (value === null || value === undefined) return "?";
+    if (format === "count") return value.toLocaleString("en-US");
     return String(value);
+  }
+
+  // Figures the run state implies: how long the run has been running and how long it queued.
+  function withDerived(run) {
+    var derived = Object.assign({}, run);
+    var progress = run.progress || {};
+    derived.elapsed_seconds = run.started_at && typeof progress.elapsed === "number"
+      ? progress.elapsed : null;
+    var created = Date.parse(run.created_at), started = Date.parse(run.started_at);
+    derived.queue_wait_seconds = isNaN(created) || isNaN(started)
+      ? null : Math.max(0, (started - created) / 1000);
+    return derived;
   }
 
   function percentDone(run) {
@@ -30,7 +54,8 @@
     return Math.min(run.is_finished ? 100 : 99, (100 * done) / run.items_expected);
   }
 
-  function update(root, run) {
+  function update(root, state) {
+    var run = withDerived(state);
     root.querySelectorAll("[data-live-field]").forEach(function (element) {
       var name = element.getAttribute("data-live-field");
       if (name === "status") {
@@ -40,7 +65,13 @@
         var pct = percentDone(run);
         element.textContent = pct === null ? "" : pct.toFixed(1) + "%";
       } else if (name in run) {
-        element.textContent = formatValue(element, run[name]);
+        var prefix = element.getAttribute("data-prefix");
+        // a prefixed value is optional: both are left out while the state has none
+        if (prefix !== null) {
+          element.textContent = run[name] ? prefix + formatValue(element, run[name]) : "";
+        } else {
+          element.textContent = formatValue(element, run[name]);
+        }
       }
     });
     var bar = root.querySelector("[data-live-progress]");
