@@ -110,5 +110,7 @@ class OutputIteration(Shutdown[T, U]):
             if eos is None:
                 return []
             self._abandoned_streams -= 1
+            if self._out is not None:  # consumed: a drain waiting for it must not wait forever
+                self._out.note_delivered_eos()
             batch = batch[eos + 1 :]
         return batch

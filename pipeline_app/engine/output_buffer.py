@@ -39,7 +39,7 @@ class OutputBuffer:
         self.eos_seen = 0
         self._eos_waiters: list[asyncio.Future[None]] = []
         self.eos_delivered = 0  # end-of-stream markers a consumer's iteration reached
-        self.spilling = False  # unbounded although a consumer is attached (see Shutdown.drain)
+        self.spilling = 0  # drains keeping it unbounded although a consumer is attached
 
     def __len__(self) -> int:
         return len(self._dq)
@@ -156,9 +156,10 @@ class OutputBuffer:
         _wake_all(futs)
 
     def spill(self, on: bool) -> None:
-        """Take outputs without bound even while a consumer is attached (``on``), or not."""
+        """Take outputs without bound even while a consumer is attached, from ``spill(True)``
+        until the matching ``spill(False)`` (concurrent drains each hold it)."""
         with self._lock:
-            self.spilling = on
+            self.spilling += 1 if on else -1
             self._not_full.notify_all()
 
     def attach(self) -> None:

@@ -112,7 +112,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable
 from typing import Any
 
 from .channel import Channel
@@ -182,6 +182,8 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
         self._channels: list[Channel] = []
         self._out: OutputBuffer | None = None
         self._agg: Aggregator | None = None
+        # the latest run() iterator, closed before the next run() feeds (kept across restarts)
+        self._last_run: AsyncGenerator[Any, None] | None = None
         self._reset_state()
 
     # ------------------------------------------------------------------ configuration
@@ -250,15 +252,31 @@ class AsyncTaskPipeline(InputFeeding[T, U], OutputIteration[T, U], Reporting[T, 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def run(
+    def run(
         self, source: AsyncIterable[T] | Iterable[T], *, close_input: bool = True
-    ) -> AsyncIterator[T | U]:
+    ) -> AsyncGenerator[T | U, None]:
         """Feed ``source`` concurrently and yield the outputs in order (starts if needed).
 
         A consumer that leaves early (``break``, an exception) abandons the stream: feeding
         stops, and what was fed of it is dropped when it comes out (counted as discarded), so
         a later ``run()`` sees only its own outputs. With ``close_input=False`` the stream has
         no end marker to stop at: its remaining outputs stay for the next iteration."""
+        previous, self._last_run = self._last_run, None
+        outputs = self._run(source, close_input, previous)
+        self._last_run = outputs
+        return outputs
+
+    async def _run(
+        self,
+        source: AsyncIterable[T] | Iterable[T],
+        close_input: bool,
+        previous: AsyncGenerator[T | U, None] | None,
+    ) -> AsyncGenerator[T | U, None]:
+        if previous is not None:
+            # A run() left by a plain ``break`` is closed by asyncio only later, from another
+            # task: close it here, before this stream is fed, so the streams never interleave.
+            with contextlib.suppress(RuntimeError):  # being iterated right now elsewhere
+                await previous.aclose()
         if not self.running:
             await self.start()
         feeder = asyncio.create_task(self.process_input_stream(source, close_input=close_input))

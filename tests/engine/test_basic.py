@@ -378,3 +378,24 @@ async def test_a_sentinel_after_close_input_is_drained_like_data() -> None:
         second = await asyncio.wait_for(_collect(p), 2)  # type: ignore[arg-type]
 
     assert (first, second) == ([2], ["S"])
+
+
+async def test_a_run_left_by_a_plain_break_does_not_leak_into_the_next_run() -> None:
+    """``async for x in p.run(...): break``: asyncio closes that iterator only later."""
+
+    def slow_inc(x: int) -> int:
+        time.sleep(0.002)
+        return x + 1
+
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("inc", slow_inc)
+    async with p:
+        first: list[int] = []
+        async for x in p.run(_slowly(50)):
+            first.append(x)
+            if len(first) == 3:
+                break
+        second = await asyncio.wait_for(_collect_run(p, range(1000, 1010)), 5)
+
+    assert first == [1, 2, 3]
+    assert second == list(range(1001, 1011))
