@@ -38,7 +38,7 @@ def validated_params(
         if source.check is not None:
             try:
                 source.check(checked_source)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 blamed = exc.param if isinstance(exc, params.ParamError) else None
                 raise params.ParamError(f"source {source.name!r}: {exc}", param=blamed) from None
     except params.ParamError as exc:

@@ -48,14 +48,17 @@ async def _batched(lines: Iterator[Any]) -> AsyncIterator[list[Any]]:
 
 
 def _check_range(params: dict[str, Any]) -> None:
-    for name, default in (("count", 1000), ("delay", 0.0)):
-        if params.get(name, default) < 0:
+    for name in ("count", "delay"):
+        value = params.get(name)
+        if name in params and value is None:
+            raise ParamError(f"{name} must be a number", param=name)
+        if value is not None and value < 0:
             raise ParamError(f"{name} must be >= 0", param=name)
 
 
 @registry.source(
     "range",
-    size_hint=lambda params: max(params.get("count", 1000), 0),
+    size_hint=lambda params: max(params.get("count") or 0, 0) if "count" in params else 1000,
     check=_check_range,
     description="Integers start .. start+count-1, optionally paced.",
 )

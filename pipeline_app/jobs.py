@@ -202,9 +202,17 @@ def release_claim(run: PipelineRun, reason: str) -> bool:
 
     The attempt stays counted: it is the fencing token, and a token is never handed out twice.
     """
-    released = PipelineRun.objects.filter(
-        pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING
-    ).update(**PipelineRun.REQUEUE_FIELDS, handed_back=F("handed_back") + 1, error_message=reason)
+    ours = PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING)
+    released = ours.filter(cancel_requested=False).update(
+        **PipelineRun.REQUEUE_FIELDS, handed_back=F("handed_back") + 1, error_message=reason
+    )
+    if not released:  # a cancel was asked meanwhile: it wins (another worker would only cancel)
+        released = ours.update(
+            status=RunStatus.CANCELLED,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+            error_message="Cancelled on request.",
+        )
     return bool(released)
 
 

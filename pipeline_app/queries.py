@@ -206,7 +206,7 @@ class FanOutOrder(Func):
 
 INPUT_ORDER = ("seq", FanOutOrder("sub_index"), "pk")
 ITEM_SORTS = {"seq": INPUT_ORDER, "slowest": ("-latency", "-pk")}
-_FAN_OUT_PATH = re.compile(r"(?:[0-9]+(?:\.[0-9]+)*\.?)?")
+_FAN_OUT_PATH = re.compile(r"(?:(?:0|[1-9][0-9]*)(?:\.(?:0|[1-9][0-9]*))*\.?)?")  # JSON numbers
 
 
 def item_page(

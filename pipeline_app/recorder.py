@@ -154,6 +154,9 @@ class RunRecorder:
     def _add(self, rows: list[Any], count: int) -> None:
         """Queue ``rows`` (``count`` item rows: a :class:`RowBlock` holds several) for the
         writer; wake it once a batch is waiting."""
+        if self.broken.is_set():  # the writer is gone: the run is being stopped
+            self.rows_lost += count
+            return
         self._pending.extend(rows)
         self._pending_rows += count
         if self._pending_rows >= self.batch_size:

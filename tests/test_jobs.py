@@ -305,3 +305,21 @@ def test_a_file_parameter_must_be_one_path(trigger: str, tmp_path: Path) -> None
     ):
         jobs.submit(definition, params={"source": {"paths": crafted}}, trigger=trigger)
     assert not PipelineRun.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["count", "delay"])
+def test_a_null_range_parameter_is_refused_at_submit(name: str) -> None:
+    definition = make_definition(source_params={"count": 3})
+    with pytest.raises(ParamError, match=f"{name} must be a number"):
+        jobs.submit(definition, params={"source": {name: None}})
+    assert not PipelineRun.objects.exists()
+
+
+def test_a_claim_handed_back_while_a_cancel_is_asked_ends_cancelled() -> None:
+    run = claimed_run(make_definition())
+    jobs.cancel(run)  # running: only asked
+    assert jobs.release_claim(run, "Requeued: its worker shut down as it claimed it.")
+    run.refresh_from_db()
+
+    assert run.status == RunStatus.CANCELLED
+    assert run.finished_at is not None

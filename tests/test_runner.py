@@ -520,8 +520,10 @@ def test_a_recorder_that_cannot_go_on_says_so_and_stops_the_run(
     )
 
     assert writer.broken.wait(10)
+    writer.record_items(_timed_records(5))  # the run goes on until its monitor notices
     writer.close()
     assert writer.failure is not None
+    assert writer.rows_lost + ItemTiming.objects.filter(run=run).count() == 15
     assert "the run stops" in caplog.text
     assert not writer.fenced_out.is_set()
 

@@ -624,3 +624,12 @@ def test_a_value_the_source_refuses_is_shown_at_its_field(
     assert form.errors["source__count"] == ["source 'range': count must be >= 0"]
     assert not form.non_field_errors()
     assert not PipelineRun.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("cursor", ["0_01_1", "0_1.007_1"])
+def test_input_order_cursors_with_leading_zeros_are_ignored(cursor: str) -> None:
+    """Not JSON numbers: SQLite's json_each refused them with an error (a 500)."""
+    run = make_run(make_definition("views", stages=["test-inc"]), items=3)
+    page = queries.item_page(run, sort="seq", after=cursor)
+    assert [item.seq for item in page.rows] == [0, 1, 2]
