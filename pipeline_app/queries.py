@@ -455,10 +455,15 @@ def trend_runs_of(
         for pk, start in starts
     ]
     trends: dict[int, list[PipelineRun]] = {d.pk: [] for d in definitions}
+    # The candidates' conditions are checked here, not in SQL: with them, SQLite reads every
+    # finished run through the status index (65 ms at 100,000 runs) instead of one range of
+    # the (definition, created_at) index per definition (1 ms); the ranges hold little else.
+    in_ranges = PipelineRun.objects.only(*TREND_FIELDS).order_by("-created_at", "-pk")
     for first in range(0, len(ranges), TREND_DEFINITIONS_PER_QUERY):
         chunk = ranges[first : first + TREND_DEFINITIONS_PER_QUERY]
-        for run in latest_first.filter(Q(*chunk, _connector=Q.OR)):
-            trends[run.definition_id].append(run)
+        for run in in_ranges.filter(Q(*chunk, _connector=Q.OR)):
+            if run.status in FINISHED_STATUSES and run.p95_latency is not None:
+                trends[run.definition_id].append(run)
     # runs created at the same moment as a trend's first run may exceed the limit
     return {pk: runs[:limit][::-1] for pk, runs in trends.items()}
 
