@@ -146,6 +146,10 @@ def failed_items(run: PipelineRun) -> list[int]:
     item timings only the first ``MAX_RECORDED_ERRORS`` errors are kept, and a re-run of some
     of the failures must not pass for a re-run of all of them.
     """
+    if not run.is_finished:
+        raise ParamError(
+            f"Run #{run.pk} is still {run.status}: re-run its failed items once it has finished."
+        )
     failed_rows = run.item_timings.filter(status=ItemStatus.ERROR)
     recorded_errors = [e for e in run.errors if e.get("seq") is not None]
     seqs = sorted(

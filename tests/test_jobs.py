@@ -323,3 +323,9 @@ def test_a_claim_handed_back_while_a_cancel_is_asked_ends_cancelled() -> None:
 
     assert run.status == RunStatus.CANCELLED
     assert run.finished_at is not None
+
+
+def test_failed_items_of_a_run_still_going_are_not_all_known_yet() -> None:
+    run = claimed_run(make_definition())
+    with pytest.raises(ParamError, match="still running"):
+        jobs.rerun(run, failed_only=True)

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models.signals import post_save
 
+from pipeline_app import jobs
 from pipeline_app.models import ItemTiming, PipelineRun, RunStatus, Trigger
 from tests.factories import make_definition
 
@@ -264,3 +265,11 @@ def test_no_worker_can_see_the_run_before_the_command_claimed_it() -> None:
 
     assert error is None
     assert seen_queued == [False]
+
+
+def test_following_a_run_cancelled_elsewhere_exits_1_not_130() -> None:
+    run = jobs.submit(make_definition("followed"))
+    jobs.cancel(run)  # from the dashboard, by someone else: no Ctrl-C here
+    _, error = run_command("--follow", str(run.pk), "--quiet")
+
+    assert error is not None and error.returncode == 1

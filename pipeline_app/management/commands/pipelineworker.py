@@ -78,7 +78,9 @@ class Command(BaseCommand):
         if layer is None:
             raise CommandError("No CHANNEL_LAYERS configured: the worker needs a channel layer.")
         service = get_service(layer)
-        if options["concurrency"]:
+        if options["concurrency"] is not None:
+            if options["concurrency"] < 1:
+                raise CommandError("--concurrency must be 1 or more.", returncode=2)
             service.concurrency = options["concurrency"]
         if options["worker_id"]:
             service.worker_id = options["worker_id"]

@@ -101,7 +101,7 @@ class Command(BaseCommand):
                 signal.signal(signal.SIGINT, previous)
             if show_progress:
                 sys.stderr.write("\n")
-        self._report(run, options)
+        self._report(run, options, interrupted=cancel.is_set())
 
     def _list(self) -> None:
         for definition in PipelineDefinition.objects.prefetch_related("stages"):
@@ -230,13 +230,20 @@ class Command(BaseCommand):
 
         return show
 
-    def _report(self, run: PipelineRun, options: dict[str, Any]) -> None:
+    def _report(
+        self, run: PipelineRun, options: dict[str, Any], *, interrupted: bool = False
+    ) -> None:
+        """Print the run's outcome; exit 130 only when a Ctrl-C here cancelled it (a run
+        cancelled from elsewhere is a run that did not succeed: 1)."""
         if options["json"]:
             self.stdout.write(json.dumps(reporting.run_json(run), default=str))
         elif not options["quiet"]:
             self.stdout.write(reporting.summary_table(run))
         if run.status == RunStatus.CANCELLED:
-            raise CommandError(f"Run #{run.pk} cancelled.", returncode=EXIT_INTERRUPTED)
+            raise CommandError(
+                f"Run #{run.pk} cancelled.",
+                returncode=EXIT_INTERRUPTED if interrupted else EXIT_FAILED,
+            )
         if run.status != RunStatus.SUCCEEDED:
             raise CommandError(
                 f"Run #{run.pk} {run.status}: {run.error_message}", returncode=EXIT_FAILED

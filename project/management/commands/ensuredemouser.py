@@ -20,6 +20,12 @@ class Command(BaseCommand):
         if user_model.objects.filter(is_superuser=True).exists():
             self.stdout.write("A superuser exists already; its password was printed when created.")
             return
+        if user_model.objects.filter(username=username).exists():
+            self.stdout.write(
+                f"A user named {username!r} exists and is not a superuser: no demo superuser "
+                "created (give another name with --username, or createsuperuser)."
+            )
+            return
         password = secrets.token_urlsafe(12)
         user_model.objects.create_superuser(username=username, email="", password=password)
         banner = "=" * 60
