@@ -17,7 +17,12 @@ from django.utils.safestring import SafeString
 
 from pipeline_app import jobs
 from pipeline_app.charts import fmt_seconds
-from pipeline_app.forms import PipelineDefinitionForm, RunParamsForm, StageConfigForm
+from pipeline_app.forms import (
+    PipelineDefinitionForm,
+    RunParamsForm,
+    StageConfigForm,
+    StageConfigFormSet,
+)
 from pipeline_app.models import (
     PipelineDefinition,
     PipelineRun,
@@ -58,6 +63,7 @@ def status_badge(run: PipelineRun) -> SafeString:
 class StageInline(admin.TabularInline):  # type: ignore[type-arg]
     model = PipelineStageConfig
     form = StageConfigForm
+    formset = StageConfigFormSet
     extra = 0
     min_num = 1
     ordering = ["position", "id"]

@@ -8,6 +8,8 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.formsets import DELETION_FIELD_NAME
+from django.forms.models import BaseInlineFormSet
 
 from pipeline_app import jobs, params
 from pipeline_app.models import (
@@ -115,13 +117,34 @@ class RunFilterForm(forms.Form):
 
 
 def _check_params(kind: str, name: str, values: Any) -> None:
+    """Refuse the parameters a run of ``name`` would be refused for: unknown or mistyped ones,
+    and for a source those its ``check=`` rejects (a negative ``count`` of ``range``, say)."""
     if not isinstance(values, dict):
         raise ValidationError('Parameters must be a JSON object, e.g. {"count": 10}.')
+    owner = f"{kind} {name!r}"
     try:
         registered = registry.get(kind, name)  # type: ignore[arg-type]
-        params.validate(f"{kind} {name!r}", registered.params, values)
+        checked = params.validate(owner, registered.params, values)
+        if registered.check is not None:
+            try:
+                registered.check(checked)
+            except ParamError as exc:
+                raise ParamError(f"{owner}: {exc}", kind=kind, param=exc.param) from None
+            except (ValueError, TypeError) as exc:  # as assembly.validated_params does
+                raise ParamError(f"{owner}: {exc}", kind=kind) from None
     except (ParamError, RegistryError) as exc:
         raise ValidationError(str(exc)) from None
+
+
+def _is_registered(kind: str, name: str) -> bool:
+    return name in dict(registry.choices(kind))  # type: ignore[arg-type]
+
+
+def _unregistered_message(kind: str, name: str) -> str:
+    return (
+        f"The {kind} {name!r} is no longer registered: choose another one, "
+        "or make the pipeline inactive to save it as it is."
+    )
 
 
 def _names(kind: str, current: str | None) -> list[tuple[str, str]]:
@@ -159,16 +182,40 @@ class PipelineDefinitionForm(forms.ModelForm):  # type: ignore[type-arg]
         assert isinstance(source, forms.ChoiceField) and isinstance(sink, forms.ChoiceField)
         source.choices = _names("source", self.instance.source)
         sink.choices = _names("sink", self.instance.sink)
+        if self.instance.is_code_defined:
+            # the sync finds code pipelines by name: a rename here would make the next
+            # `migrate` / `syncpipelines` create a second row next to the renamed one
+            for field_name in ("name", "slug"):
+                if field_name in self.fields:
+                    field = self.fields[field_name]
+                    field.disabled = True
+                    field.help_text = "Defined in a pipelines.py module: rename it there."
+
+    def clean_timeout_seconds(self) -> float | None:
+        timeout: float | None = self.cleaned_data.get("timeout_seconds")
+        if timeout is not None and timeout <= 0:
+            raise ValidationError("A timeout must be more than 0 seconds; leave it empty for none.")
+        return timeout
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         for kind in ("source", "sink"):
-            name, values = data.get(kind), data.get(f"{kind}_params")
-            if name and values is not None:
-                try:
-                    _check_params(kind, name, values)
-                except ValidationError as exc:
-                    self.add_error(f"{kind}_params", exc)
+            params_field = f"{kind}_params"
+            if params_field in data and data[params_field] is None:
+                data[params_field] = {}  # an emptied box (or "null"): no parameters
+            name, values = data.get(kind), data.get(params_field)
+            if not name or values is None:
+                continue
+            if not _is_registered(kind, name):
+                # only the stored name is offered: a definition whose source or sink left the
+                # code may still be saved inactive, never (re)activated
+                if data.get("is_active"):
+                    self.add_error(kind, _unregistered_message(kind, name))
+                continue
+            try:
+                _check_params(kind, name, values)
+            except ValidationError as exc:
+                self.add_error(params_field, exc)
         return data
 
 
@@ -193,9 +240,35 @@ class StageConfigForm(forms.ModelForm):  # type: ignore[type-arg]
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("stage") and data.get("params") is not None:
-            try:
-                _check_params("stage", data["stage"], data["params"])
-            except ValidationError as exc:
-                self.add_error("params", exc)
+        if "params" in data and data["params"] is None:
+            data["params"] = {}  # an emptied box (or "null"): no parameters
+        stage, values = data.get("stage"), data.get("params")
+        if not stage or values is None:
+            return data
+        if not _is_registered("stage", stage):
+            # only the stored name is offered: StageConfigFormSet refuses it unless the
+            # definition is (being made) inactive, and the stored parameters are kept as they are
+            return data
+        try:
+            _check_params("stage", stage, values)
+        except ValidationError as exc:
+            self.add_error("params", exc)
         return data
+
+
+class StageConfigFormSet(BaseInlineFormSet):  # type: ignore[type-arg]
+    """The stages of a definition: one whose stage left the code may still be saved to make the
+    definition inactive, never while it is (or is being made) active."""
+
+    def clean(self) -> None:
+        super().clean()
+        # the admin validates the definition form first: its instance holds the posted is_active
+        if not self.instance.is_active:
+            return
+        for form in self.forms:
+            cleaned: dict[str, Any] = getattr(form, "cleaned_data", {})
+            stage = cleaned.get("stage")
+            if cleaned.get(DELETION_FIELD_NAME):  # deleting it is one way out
+                continue
+            if stage and not _is_registered("stage", stage):
+                form.add_error("stage", _unregistered_message("stage", stage))

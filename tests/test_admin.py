@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -10,13 +11,22 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from pipeline_app.models import PipelineDefinition, PipelineRun, RunStatus, Trigger
+from pipeline_app import jobs
+from pipeline_app.definitions import sync_code_pipelines
+from pipeline_app.models import (
+    PipelineDefinition,
+    PipelineRun,
+    PipelineStageConfig,
+    RunStatus,
+    Trigger,
+)
 from tests.factories import make_definition
 from tests.test_views import HOSTILE, make_run
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = reverse("admin:pipeline_app_pipelinerun_changelist")
+ADD_DEFINITION = reverse("admin:pipeline_app_pipelinedefinition_add")
 
 
 def definition_post(**overrides: Any) -> dict[str, Any]:
@@ -51,6 +61,45 @@ def definition_post(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+def change_post(definition: PipelineDefinition, **overrides: Any) -> dict[str, Any]:
+    """The change form of ``definition`` as the admin would post it unchanged; an override of
+    ``None`` leaves the key out (an unchecked checkbox)."""
+    stages = list(definition.stages.order_by("position", "id"))
+    data: dict[str, Any] = {
+        "name": definition.name,
+        "slug": definition.slug,
+        "description": definition.description,
+        "is_active": "on" if definition.is_active else None,
+        "source": definition.source,
+        "source_params": json.dumps(definition.source_params),
+        "sink": definition.sink,
+        "sink_params": json.dumps(definition.sink_params),
+        "max_queue_size": str(definition.max_queue_size),
+        "enable_timing": "on" if definition.enable_timing else None,
+        "error_policy": definition.error_policy,
+        "timeout_seconds": "" if definition.timeout_seconds is None else definition.timeout_seconds,
+        "max_attempts": str(definition.max_attempts),
+        "stages-TOTAL_FORMS": str(len(stages)),
+        "stages-INITIAL_FORMS": str(len(stages)),
+        "stages-MIN_NUM_FORMS": "1",
+        "stages-MAX_NUM_FORMS": "1000",
+    }
+    for index, stage in enumerate(stages):
+        prefix = f"stages-{index}"
+        data[f"{prefix}-id"] = str(stage.pk)
+        data[f"{prefix}-position"] = str(stage.position)
+        data[f"{prefix}-stage"] = stage.stage
+        data[f"{prefix}-workers"] = str(stage.workers)
+        data[f"{prefix}-executor"] = stage.executor
+        data[f"{prefix}-params"] = json.dumps(stage.params)
+    data.update(overrides)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def change_url(definition: PipelineDefinition) -> str:
+    return reverse("admin:pipeline_app_pipelinedefinition_change", args=[definition.pk])
 
 
 def test_definition_with_registered_stages_is_saved_in_order(admin_client: Client) -> None:
@@ -95,6 +144,112 @@ def test_definition_validation_gives_clear_messages(
     assert response.status_code == 200
     assert message in response.content.decode()
     assert not PipelineDefinition.objects.filter(name="admin-made").exists()
+
+
+@pytest.mark.parametrize("field", ["stages-0-params", "source_params", "sink_params"])
+@pytest.mark.parametrize("emptied", ["", "null"])
+def test_an_emptied_params_box_saves_no_parameters(
+    admin_client: Client, field: str, emptied: str
+) -> None:
+    response = admin_client.post(ADD_DEFINITION, definition_post(**{field: emptied}))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    definition = PipelineDefinition.objects.get(name="admin-made")
+    stored = {
+        "source_params": definition.source_params,
+        "sink_params": definition.sink_params,
+        "stages-0-params": definition.stages.get(stage="test-inc").params,
+    }
+    assert stored[field] == {}
+    assert jobs.submit(definition).status == RunStatus.QUEUED
+
+
+def test_definition_form_applies_the_source_check(admin_client: Client) -> None:
+    # range's check= refuses a negative count, which its int type lets through
+    response = admin_client.post(ADD_DEFINITION, definition_post(source_params='{"count": -1}'))
+    assert response.status_code == 200
+    assert "count must be &gt;= 0" in str(response.context["adminform"].form.errors)
+    assert not PipelineDefinition.objects.filter(name="admin-made").exists()
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5"])
+def test_definition_form_refuses_a_non_positive_timeout(admin_client: Client, timeout: str) -> None:
+    response = admin_client.post(ADD_DEFINITION, definition_post(timeout_seconds=timeout))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "more than 0 seconds" in str(errors["timeout_seconds"])
+    assert not PipelineDefinition.objects.filter(name="admin-made").exists()
+
+
+def test_definition_form_accepts_a_positive_timeout(admin_client: Client) -> None:
+    response = admin_client.post(ADD_DEFINITION, definition_post(timeout_seconds="2.5"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert PipelineDefinition.objects.get(name="admin-made").timeout_seconds == 2.5
+
+
+def test_a_code_defined_pipeline_cannot_be_renamed_in_the_admin(admin_client: Client) -> None:
+    sync_code_pipelines()
+    definition = PipelineDefinition.objects.get(name="test-basic", is_code_defined=True)
+    page = admin_client.get(change_url(definition)).content.decode()
+    assert "rename it there" in page
+    data = change_post(definition, name="test-basic-renamed", slug="test-basic-renamed")
+    response = admin_client.post(change_url(definition), data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    definition.refresh_from_db()
+    assert (definition.name, definition.slug) == ("test-basic", "test-basic")
+    sync_code_pipelines()  # what `migrate` and `syncpipelines` do next
+    assert PipelineDefinition.objects.filter(slug__startswith="test-basic").count() == 1
+
+
+def test_a_definition_whose_stage_left_the_code_can_be_deactivated_not_activated(
+    admin_client: Client,
+) -> None:
+    definition = make_definition("stage-gone", stages=["test-inc", "test-drop-odd"])
+    PipelineStageConfig.objects.filter(definition=definition, stage="test-inc").update(
+        stage="removed-from-code"
+    )
+    url = change_url(definition)
+    assert "removed-from-code (not registered)" in admin_client.get(url).content.decode()
+
+    response = admin_client.post(url, change_post(definition, is_active="on"))
+    assert response.status_code == 200
+    stage_errors = response.context["inline_admin_formsets"][0].formset.errors[0]
+    assert list(stage_errors) == ["stage"] and "no longer registered" in str(stage_errors)
+
+    response = admin_client.post(url, change_post(definition, is_active=None))
+    assert response.status_code == 302
+    definition.refresh_from_db()
+    assert not definition.is_active
+    assert definition.stages.filter(stage="removed-from-code").exists()
+
+    response = admin_client.post(url, change_post(definition, is_active="on"))
+    assert response.status_code == 200
+    definition.refresh_from_db()
+    assert not definition.is_active
+
+
+def test_a_stage_that_left_the_code_can_be_deleted_from_an_active_definition(
+    admin_client: Client,
+) -> None:
+    definition = make_definition("stage-deleted", stages=["removed-from-code", "test-inc"])
+    data = change_post(definition, **{"stages-0-DELETE": "on"})
+    response = admin_client.post(change_url(definition), data)
+    assert response.status_code == 302
+    assert [stage.stage for stage in definition.stages.all()] == ["test-inc"]
+
+
+def test_a_definition_whose_source_left_the_code_can_be_deactivated_not_activated(
+    admin_client: Client,
+) -> None:
+    definition = make_definition("source-gone", source="removed-from-code")
+    url = change_url(definition)
+
+    response = admin_client.post(url, change_post(definition))
+    assert response.status_code == 200
+    assert "no longer registered" in str(response.context["adminform"].form.errors["source"])
+
+    assert admin_client.post(url, change_post(definition, is_active=None)).status_code == 302
+    definition.refresh_from_db()
+    assert not definition.is_active and definition.source == "removed-from-code"
 
 
 def test_run_now_action_queues_a_run_per_definition(admin_client: Client) -> None:

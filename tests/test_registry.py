@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pipeline_app.checks import check_definitions, check_registered_pipelines
+from pipeline_app.definitions import sync_code_pipelines
 from pipeline_app.models import PipelineDefinition, PipelineStageConfig
 from pipeline_app.registry import Registry, RegistryError, registry
 
@@ -71,3 +72,22 @@ def test_definition_with_unregistered_stage_is_E011_when_databases_checked() -> 
     messages = check_definitions(databases=["default"])
     assert [m.id for m in messages] == ["pipeline_app.E011"]
     assert "'vanished'" in messages[0].msg
+
+
+@pytest.mark.django_db
+def test_sync_gives_a_code_pipeline_a_free_slug_when_a_renamed_row_holds_its_own() -> None:
+    sync_code_pipelines()
+    # renamed in the database (before the admin made the name read-only, or by hand)
+    PipelineDefinition.objects.filter(name="test-basic").update(name="test-basic-renamed")
+    PipelineDefinition.objects.create(name="hand-made", slug="test-basic-2", source="range")
+    assert "test-basic" in sync_code_pipelines()
+    slugs = dict(
+        PipelineDefinition.objects.filter(
+            name__in=["test-basic", "test-basic-renamed", "hand-made"]
+        ).values_list("name", "slug")
+    )
+    assert slugs == {
+        "test-basic-renamed": "test-basic",
+        "hand-made": "test-basic-2",
+        "test-basic": "test-basic-3",
+    }
