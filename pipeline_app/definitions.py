@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db import transaction
 
-from pipeline_app.models import PipelineDefinition, PipelineStageConfig, default_slug
+from pipeline_app.models import PipelineDefinition, PipelineStageConfig, free_slug
 from pipeline_app.registry import PipelineSpec, registry
 
 
@@ -56,7 +56,7 @@ def _sync_one(spec: PipelineSpec, using: str) -> bool:
             definition.save(using=using)
             definition.stages.all().delete()
         else:
-            slug = _free_slug(spec.name, using)
+            slug = free_slug(spec.name, using)
             definition = PipelineDefinition(name=spec.name, slug=slug, **values)
             definition.save(using=using)
         PipelineStageConfig.objects.using(using).bulk_create(
@@ -64,17 +64,3 @@ def _sync_one(spec: PipelineSpec, using: str) -> bool:
             for i, stage in enumerate(stages)
         )
     return True
-
-
-def _free_slug(name: str, using: str) -> str:
-    """The default slug of ``name``, or ``<slug>-2``, ``-3``... when another row holds it (a
-    code pipeline renamed in the database keeps its slug, and a hand-made one may have it)."""
-    base = default_slug(name)
-    max_length = PipelineDefinition._meta.get_field("slug").max_length or 100
-    rows = PipelineDefinition.objects.using(using)
-    candidate, number = base, 1
-    while rows.filter(slug=candidate).exists():
-        number += 1
-        suffix = f"-{number}"
-        candidate = base[: max_length - len(suffix)] + suffix
-    return candidate

@@ -40,6 +40,20 @@ def default_slug(name: str) -> str:
     return slug
 
 
+def free_slug(name: str, using: str = "default") -> str:
+    """The default slug of ``name``, or ``<slug>-2``, ``-3``... when another row holds it (a
+    code pipeline renamed in the database keeps its slug; "a b" and "a-b" slugify alike)."""
+    base = default_slug(name)
+    max_length = PipelineDefinition._meta.get_field("slug").max_length or 100
+    rows = PipelineDefinition.objects.using(using)
+    candidate, number = base, 1
+    while rows.filter(slug=candidate).exists():
+        number += 1
+        suffix = f"-{number}"
+        candidate = base[: max_length - len(suffix)] + suffix
+    return candidate
+
+
 class PipelineDefinition(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True, blank=True)
@@ -72,7 +86,7 @@ class PipelineDefinition(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.slug:
-            self.slug = default_slug(self.name)
+            self.slug = free_slug(self.name, kwargs.get("using") or "default")
         super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:

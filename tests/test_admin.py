@@ -374,3 +374,14 @@ def test_the_admin_run_form_needs_the_dashboards_permissions(run_only_staff: Cli
     assert run_only_staff.get(url).status_code == 403
     run_only_staff.post(url, {f"run-{definition.slug}-source__path": "/srv/x.txt"})
     assert not PipelineRun.objects.exists()
+
+
+def test_names_that_slugify_alike_get_distinct_slugs(admin_client: Client) -> None:
+    url = reverse("admin:pipeline_app_pipelinedefinition_add")
+    for name in ("a b", "a-b"):
+        response = admin_client.post(url, definition_post(name=name, slug=""))
+        assert response.status_code == 302
+    slugs = sorted(
+        PipelineDefinition.objects.filter(name__in=["a b", "a-b"]).values_list("slug", flat=True)
+    )
+    assert slugs == ["a-b", "a-b-2"]
