@@ -11,12 +11,13 @@ event loop then puts it at once, that stamp doubles as its enqueue stamp in the 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
-from .channel import Stopped
+from .channel import Channel, Stopped
 from .core import PipelineCore, T, U
 from .item import SENTINEL, VALUE, Envelope
 
@@ -44,6 +45,14 @@ class InputFeeding(PipelineCore[T, U]):
     def _put_failed(self) -> None:
         with self._lock:
             self._failed_puts += 1
+
+    async def _aput(self, ch: Channel, env: Envelope) -> None:
+        """Put, waiting for room; an item whose put was cancelled never entered the pipeline."""
+        try:
+            await ch.aput(env)
+        except asyncio.CancelledError:
+            self._put_failed()
+            raise
 
     async def process_input_data(self, data: T, created_at: float | None = None) -> None:
         ch = self._check_running()
@@ -110,22 +119,22 @@ class InputFeeding(PipelineCore[T, U]):
                     async for data in input_stream:
                         env = envelope(data, None)
                         if not ch.try_put(env, env.c):
-                            await ch.aput(env)
+                            await self._aput(ch, env)
                 else:
                     async for data in input_stream:
                         env = envelope(data, None)
                         if not ch.try_put(env):
-                            await ch.aput(env)
+                            await self._aput(ch, env)
             elif self.enable_timing:
                 for data in input_stream:
                     env = envelope(data, None)
                     if not ch.try_put(env, env.c):
-                        await ch.aput(env)
+                        await self._aput(ch, env)
             else:
                 for data in input_stream:
                     env = envelope(data, None)
                     if not ch.try_put(env):
-                        await ch.aput(env)
+                        await self._aput(ch, env)
         except Stopped:
             self._put_failed()
             return

@@ -75,7 +75,8 @@ class Shutdown(PipelineCore[T, U]):
         out = self._out
         if not self.running or out is None or self._halted:
             return
-        if not self._input_closed:
+        if not self._input_closed or out.eos_delivered >= self._eos_sent:
+            # (every end marker sent was consumed already: the next reader needs a new one)
             self.close_input()
         if asyncio.current_task() in self._consumers:
             out.spill(True)

@@ -377,3 +377,48 @@ async def test_clear_drops_outputs_parked_for_order_with_workers() -> None:
     assert discarded > 0  # the parked outputs (the slow worker drops the rest of its batch)
     assert summary["in_flight"] == 0
     assert summary["discarded_count"] + summary["items_out"] == summary["items_in"]
+
+
+async def test_an_item_whose_put_was_cancelled_is_not_counted_in_flight() -> None:
+    gate = threading.Event()
+
+    def held(x: int) -> int:
+        gate.wait(2)
+        return x
+
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=1)
+    p.add_stage("held", held)
+    async with p:
+        outputs = p.run(range(100))
+        first = asyncio.ensure_future(outputs.__anext__())
+        await asyncio.sleep(0.1)  # the feeder waits for room in the full input queue
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await outputs.aclose()
+        gate.set()
+        later = await asyncio.wait_for(_collect_run(p, [7, 8]), 5)
+        summary = p.get_latency_summary()
+
+    assert later == [7, 8]
+    assert summary["in_flight"] == 0
+    assert summary["items_in"] == summary["items_out"] + summary["discarded_count"]
+
+
+async def test_drain_after_every_end_marker_was_read_gives_the_next_reader_one() -> None:
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
+    p.add_stage("same", lambda x: x)
+    async with p:
+        assert [x async for x in p.run([1, 2])] == [1, 2]
+        await p.process_input_stream([], close_input=False)
+        await asyncio.wait_for(p.drain(), 3)
+        after = await asyncio.wait_for(_collect(p), 3)
+
+    assert after == []
+
+
+async def _collect_run(p: AsyncTaskPipeline[int, int], source: object) -> list[int]:
+    return [x async for x in p.run(source)]  # type: ignore[arg-type]
+
+
+async def _collect(p: AsyncTaskPipeline[int, int]) -> list[int]:
+    return [x async for x in p.generate_output_stream()]
