@@ -10,6 +10,7 @@ input feeding (``feeding.py``), stop and drain (``shutdown.py``), output iterati
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import threading
@@ -25,6 +26,12 @@ from .stage import PipelineStage
 from .timing import Aggregator
 
 logger = logging.getLogger("pipeline_app.engine.pipeline")
+
+CONSUMING: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "pipeline_app_consuming", default=None
+)
+"""The pipeline whose output the running code is consuming (inside its ``async for`` body, and
+in the tasks that body starts); set per output batch by ``output.py``."""
 
 T = TypeVar("T")
 U = TypeVar("U")

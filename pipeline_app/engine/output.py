@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncGenerator
 
 from .channel import count_values
-from .core import T, U
+from .core import CONSUMING, T, U
 from .item import EOS, ERROR, FAIL, HOLE, SENTINEL, VALUE, Envelope
 from .shutdown import Shutdown
 
@@ -51,6 +51,9 @@ class OutputIteration(Shutdown[T, U]):
                 n = len(batch)
                 end = n  # how much of the batch the consumer took
                 others = 0  # envelopes among those that are not delivered outputs
+                # while the consumer's loop body runs (between yields), also in the tasks it
+                # starts (asyncio.wait_for runs its awaitable in one on Python 3.11)
+                CONSUMING.set(self)
                 try:
                     for idx in range(n):
                         env = batch[idx]
@@ -88,6 +91,7 @@ class OutputIteration(Shutdown[T, U]):
                     out.unget(batch[end:])  # the rest stays for the next iteration
                     raise
                 finally:
+                    CONSUMING.set(None)
                     if agg is not None:
                         agg.process(batch[:end], taken, others)
                 self._t_last_out = pc()

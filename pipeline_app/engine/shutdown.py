@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 
-from .core import PipelineCore, T, U
+from .core import CONSUMING, PipelineCore, T, U
 
 logger = logging.getLogger("pipeline_app.engine.pipeline")
 
@@ -78,7 +78,7 @@ class Shutdown(PipelineCore[T, U]):
         if not self._input_closed or out.eos_delivered >= self._eos_sent:
             # (every end marker sent was consumed already: the next reader needs a new one)
             self.close_input()
-        if asyncio.current_task() in self._consumers:
+        if asyncio.current_task() in self._consumers or CONSUMING.get() is self:
             out.spill(True)
             try:
                 await out.wait_eos(self._eos_sent)

@@ -422,3 +422,23 @@ async def _collect_run(p: AsyncTaskPipeline[int, int], source: object) -> list[i
 
 async def _collect(p: AsyncTaskPipeline[int, int]) -> list[int]:
     return [x async for x in p.generate_output_stream()]
+
+
+async def test_drain_through_wait_for_inside_the_consumer_loop_returns() -> None:
+    """On Python 3.11 ``asyncio.wait_for`` runs ``drain()`` in a task of its own."""
+    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=2)
+    p.add_stage("inc", inc)
+    async with p:
+        for i in range(50):
+            p.put_input_data(i)
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for x in p.generate_output_stream():
+                got.append(x)
+                if len(got) == 1:
+                    await asyncio.wait_for(p.drain(), 5)
+
+        await asyncio.wait_for(consume(), 10)
+
+    assert got == [x + 1 for x in range(50)]
