@@ -21,8 +21,9 @@ from .analysis import (
     log_pipeline_performance_analysis,
 )
 from .errors import ErrorPolicy, ErrorRecord, RemoteStageError, StageError
-from .item import DetailedTiming, ItemRecord, PipelineItem, StampBatch
+from .item import ItemRecord, StampBatch
 from .pipeline import AsyncTaskPipeline
+from .seed_item import DetailedTiming, PipelineItem
 from .stage import PipelineStage
 
 # The engine's logger (the seed exports its package logger). No handler is added here: logging is

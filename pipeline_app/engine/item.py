@@ -18,12 +18,10 @@ envelopes that carry ``t``), by the consumer.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, Generic, TypeVar
-
-DataT = TypeVar("DataT")
+from typing import Any
 
 # Envelope kinds.
 VALUE = 0  # a data item to process
@@ -204,32 +202,17 @@ class ItemRecord:
 
     def get_timing_breakdown(self) -> dict[str, dict[str, float]] | None:
         """Per stage ``queue_wait_time``, ``computation_time``, ``transmission_time``,
-        ``total_stage_time``, plus ``totals`` (as :meth:`PipelineItem.get_timing_breakdown`)."""
+        ``total_stage_time``, plus ``totals``: the seed's ``PipelineItem.get_timing_breakdown``."""
         values = self.stage_values()
         if not values:
             return None
-        breakdown: dict[str, dict[str, float]] = {}
-        computation = 0.0
-        for name, (queue_wait, comp, transmission, _start, _end) in zip(
-            self.stage_names, values, strict=False
-        ):
-            breakdown[name] = {
-                "queue_wait_time": queue_wait,
-                "computation_time": comp,
-                "transmission_time": transmission,
-                "total_stage_time": queue_wait + comp + transmission,
-            }
-            # one item's stages never overlap, so the seed's union of computation intervals
-            # is their sum
-            computation += comp
-        total = self.get_total_latency() or 0.0
-        breakdown["totals"] = {
-            "total_computation_time": computation,
-            "total_overhead_time": max(0.0, total - computation),
-            "total_latency": total,
-            "computation_ratio": computation / total if total > 0 else 0.0,
-        }
-        return breakdown
+        stages = (
+            (name, queue_wait, comp, transmission)
+            for name, (queue_wait, comp, transmission, _start, _end) in zip(
+                self.stage_names, values, strict=False
+            )
+        )
+        return timing_breakdown(stages, self.get_total_latency() or 0.0)
 
     def _key(self) -> tuple[object, ...]:
         return (
@@ -326,110 +309,26 @@ def delivered_record(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Seed compatibility: PipelineItem / DetailedTiming (public API of async-task-pipeline).
-# The engine does not use them internally; they are kept for code written against the seed.
-
-
-@dataclass
-class DetailedTiming:
-    """Timing of one item in one stage (seed API). Properties clamp at 0."""
-
-    queue_enter_time: float
-    processing_start_time: float
-    processing_end_time: float
-    queue_exit_time: float
-
-    @property
-    def queue_wait_time(self) -> float:
-        return max(0.0, self.processing_start_time - self.queue_enter_time)
-
-    @property
-    def computation_time(self) -> float:
-        return max(0.0, self.processing_end_time - self.processing_start_time)
-
-    @property
-    def transmission_time(self) -> float:
-        return max(0.0, self.queue_exit_time - self.processing_end_time)
-
-
-@dataclass
-class PipelineItem(Generic[DataT]):
-    """Data container with per-stage timing (seed API). Copies never share timing dicts."""
-
-    data: DataT
-    enable_timing: bool = True
-    start_timestamp: float = field(default_factory=time.perf_counter)
-    _entry: dict[str, float] = field(default_factory=dict, repr=False)
-    _completion: dict[str, float] = field(default_factory=dict, repr=False)
-    _detailed: dict[str, DetailedTiming] = field(default_factory=dict, repr=False)
-
-    def copy(self, data: Any = None) -> PipelineItem[Any]:
-        return PipelineItem(
-            data=self.data if data is None else data,
-            enable_timing=self.enable_timing,
-            start_timestamp=self.start_timestamp,
-            _entry=dict(self._entry),
-            _completion=dict(self._completion),
-            _detailed=dict(self._detailed),
-        )
-
-    def record_entry_time(self, stage: str) -> None:
-        if self.enable_timing:
-            self._entry[stage] = time.perf_counter()
-
-    def record_completion_time(self, stage: str) -> None:
-        if self.enable_timing:
-            self._completion[stage] = time.perf_counter()
-
-    def record_detailed_timing(self, stage: str, timing: DetailedTiming) -> None:
-        if self.enable_timing:
-            self._detailed[stage] = timing
-
-    def get_entry_time(self, stage: str) -> float | None:
-        return self._entry.get(stage) if self.enable_timing else None
-
-    def get_completion_time(self, stage: str) -> float | None:
-        return self._completion.get(stage) if self.enable_timing else None
-
-    def get_detailed_timing(self, stage: str) -> DetailedTiming | None:
-        return self._detailed.get(stage) if self.enable_timing else None
-
-    def get_total_latency(self) -> float | None:
-        if not self.enable_timing or not self._completion:
-            return None
-        return max(self._completion.values()) - self.start_timestamp
-
-    def get_stage_latencies(self) -> dict[str, float] | None:
-        """Per stage, in completion order: its completion minus the previous stage's completion
-        (``start_timestamp`` for the first); None when no stage completed (as the seed)."""
-        if not self.enable_timing or not self._completion:
-            return None
-        latencies: dict[str, float] = {}
-        previous = self.start_timestamp
-        for stage, completed in sorted(self._completion.items(), key=lambda item: item[1]):
-            latencies[stage] = completed - previous
-            previous = completed
-        return latencies
-
-    def get_timing_breakdown(self) -> dict[str, Any] | None:
-        if not self.enable_timing:
-            return None
-        out: dict[str, Any] = {}
-        comp = 0.0
-        for stage, d in self._detailed.items():
-            out[stage] = {
-                "queue_wait_time": d.queue_wait_time,
-                "computation_time": d.computation_time,
-                "transmission_time": d.transmission_time,
-                "total_stage_time": d.queue_wait_time + d.computation_time + d.transmission_time,
-            }
-            comp += d.computation_time
-        total = self.get_total_latency() or 0.0
-        out["totals"] = {
-            "total_computation_time": comp,
-            "total_overhead_time": max(0.0, total - comp),
-            "total_latency": total,
-            "computation_ratio": comp / total if total > 0 else 0.0,
+def timing_breakdown(
+    stages: Iterable[tuple[str, float, float, float]], total: float
+) -> dict[str, dict[str, float]]:
+    """The seed's per-item breakdown from ``(stage, queue wait, computation, transmission)``:
+    per stage the three and their sum, plus ``totals`` against the item's ``total`` latency.
+    One item's stages never overlap, so the seed's union of computation intervals is their sum."""
+    breakdown: dict[str, dict[str, float]] = {}
+    computation = 0.0
+    for name, queue_wait, comp, transmission in stages:
+        breakdown[name] = {
+            "queue_wait_time": queue_wait,
+            "computation_time": comp,
+            "transmission_time": transmission,
+            "total_stage_time": queue_wait + comp + transmission,
         }
-        return out
+        computation += comp
+    breakdown["totals"] = {
+        "total_computation_time": computation,
+        "total_overhead_time": max(0.0, total - computation),
+        "total_latency": total,
+        "computation_ratio": computation / total if total > 0 else 0.0,
+    }
+    return breakdown

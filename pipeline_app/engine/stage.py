@@ -11,8 +11,8 @@ fail-fast and stop state) and every worker thread keeps the run it was started f
 ``stop()`` left inside the stage function cannot deliver into the run of a restarted pipeline.
 
 Standalone use, as documented by the seed: ``PipelineStage(name, fn, input_queue, output_queue)``
-with ``queue.Queue`` queues runs one thread that takes :class:`~.item.PipelineItem` objects from
-the input, puts the processed items (each with its timing stamps) into the output and forwards
+with ``queue.Queue`` queues runs one thread that takes :class:`~.seed_item.PipelineItem` objects
+from the input, puts the processed items (each with its timing stamps) into the output and forwards
 anything else untouched. It has no ordering, batching or fail-fast machinery: ``workers``,
 ``executor="process"`` and ``error_policy="raise"`` need an :class:`~.pipeline.AsyncTaskPipeline`.
 """
@@ -28,9 +28,9 @@ from types import GeneratorType
 from typing import Any
 
 from .channel import Channel
-from .item import DetailedTiming, PipelineItem
 from .process_worker import ProcessWorker
 from .reorder import Sequencer, Sink
+from .seed_item import DetailedTiming, PipelineItem
 from .stage_core import (
     FLUSH_INTERVAL,
     MAX_BATCH,
