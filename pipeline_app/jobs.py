@@ -29,6 +29,7 @@ from pipeline_app.models import (
     Trigger,
     snapshot_hash,
 )
+from pipeline_app.outcome import requeue
 from pipeline_app.params import ParamError
 from pipeline_app.params import validate as validate_params
 from pipeline_app.registry import registry
@@ -206,18 +207,18 @@ def release_claim(run: PipelineRun, reason: str) -> bool:
 
     The attempt stays counted: it is the fencing token, and a token is never handed out twice.
     """
+    if requeue(run, reason):
+        return True
+    # a cancel was asked meanwhile: it wins (another worker would only claim it to cancel it)
     ours = PipelineRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING)
-    released = ours.filter(cancel_requested=False).update(
-        **PipelineRun.REQUEUE_FIELDS, handed_back=F("handed_back") + 1, error_message=reason
-    )
-    if not released:  # a cancel was asked meanwhile: it wins (another worker would only cancel)
-        released = ours.update(
+    return bool(
+        ours.update(
             status=RunStatus.CANCELLED,
             finished_at=timezone.now(),
             lease_expires_at=None,
             error_message="Cancelled on request.",
         )
-    return bool(released)
+    )
 
 
 def requeue_or_lose(run_id: int, attempt: int, reason: str) -> str | None:

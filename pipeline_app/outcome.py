@@ -47,7 +47,7 @@ def error_dict(error: Any, seq_map: Sequence[int] | None = None) -> dict[str, An
 def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     """Write the final status, summary and stage stats, fenced by the run's attempt."""
     if outcome.status == RunStatus.QUEUED:
-        if requeue(run, outcome) or not _cancel_requested(run):
+        if requeue(run, outcome.error_message) or not _cancel_requested(run):
             run.refresh_from_db()
             return run
         # asked to stop both ways: the user's cancel wins over the worker's shutdown (another
@@ -98,8 +98,9 @@ def finish(run: PipelineRun, outcome: Outcome) -> PipelineRun:
     return run
 
 
-def requeue(run: PipelineRun, outcome: Outcome) -> bool:
-    """Put the run back in the queue (its worker is stopping), unless a cancel was requested."""
+def requeue(run: PipelineRun, reason: str) -> bool:
+    """Put the attempt's run back in the queue (its worker is stopping), unless a cancel was
+    requested; the shutdown outcome and ``jobs.release_claim`` both hand runs back this way."""
     ours = PipelineRun.objects.filter(
         pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING, cancel_requested=False
     )
@@ -107,7 +108,7 @@ def requeue(run: PipelineRun, outcome: Outcome) -> bool:
         ours.update(
             **PipelineRun.REQUEUE_FIELDS,
             handed_back=F("handed_back") + 1,  # its worker stopped cleanly: not a dead worker
-            error_message=storable_text(outcome.error_message, 10_000),
+            error_message=storable_text(reason, 10_000),
         )
     )
 
