@@ -148,14 +148,20 @@ def test_subprocess_exit_codes(subprocess_env: dict[str, str]) -> None:
     assert "Traceback" not in err and "'count' must be int" in err
 
 
-def test_ctrl_c_cancels_cleanly_with_exit_130_and_keeps_partial_results(
-    subprocess_env: dict[str, str],
-) -> None:
+def _slow_run_under_way(subprocess_env: dict[str, str]) -> subprocess.Popen[str]:
+    """``runpipeline`` of a slow pipeline in a subprocess, once its first outputs are out."""
     process = manage(subprocess_env, "test-slow", "--param", "count=5000", "--json")
     deadline = time.monotonic() + 30
     while not PipelineRun.objects.filter(status=RunStatus.RUNNING, items_out__gt=0).exists():
         assert time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
         time.sleep(0.1)
+    return process
+
+
+def test_ctrl_c_cancels_cleanly_with_exit_130_and_keeps_partial_results(
+    subprocess_env: dict[str, str],
+) -> None:
+    process = _slow_run_under_way(subprocess_env)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
@@ -221,11 +227,7 @@ def test_progress_bar_is_drawn_on_a_terminal(subprocess_env: dict[str, str]) -> 
 def test_a_second_ctrl_c_forces_the_end_and_still_records_the_run_cancelled(
     subprocess_env: dict[str, str],
 ) -> None:
-    process = manage(subprocess_env, "test-slow", "--param", "count=5000", "--json")
-    deadline = time.monotonic() + 30
-    while not PipelineRun.objects.filter(status=RunStatus.RUNNING, items_out__gt=0).exists():
-        assert time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
-        time.sleep(0.1)
+    process = _slow_run_under_way(subprocess_env)
     process.send_signal(signal.SIGINT)
     time.sleep(0.02)
     process.send_signal(signal.SIGINT)

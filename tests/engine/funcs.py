@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 
@@ -96,3 +96,11 @@ def fail_7_late_27_early(x: int) -> int:
     if x == 27:
         raise ValueError("bad 27")
     return x
+
+
+async def feed_closed_stream(pipeline: Any, items: Iterable[Any]) -> None:
+    """Feed ``items`` one by one, close the input and wait until all of it is buffered."""
+    for item in items:
+        await pipeline.process_input_data(item)
+    pipeline.close_input()
+    await pipeline.drain()

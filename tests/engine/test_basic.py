@@ -11,7 +11,7 @@ import pytest
 
 from pipeline_app.engine import AsyncTaskPipeline, PipelineItem, log_pipeline_performance_analysis
 
-from .funcs import agen, split3
+from .funcs import agen, feed_closed_stream, split3
 
 
 async def test_import_has_no_logging_side_effect() -> None:
@@ -318,10 +318,7 @@ async def test_breaking_out_without_closing_the_iterator_then_iterating_again() 
     p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
     p.add_stage("same", lambda x: x)
     async with p:
-        for i in range(10):
-            await p.process_input_data(i)
-        p.close_input()
-        await p.drain()
+        await feed_closed_stream(p, range(10))
         async for _ in p.generate_output_stream():
             break
         rest = await asyncio.wait_for(_collect(p), 3)

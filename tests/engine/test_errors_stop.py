@@ -12,7 +12,7 @@ import pytest
 
 from pipeline_app.engine import AsyncTaskPipeline, ItemRecord, StageError
 
-from .funcs import agen, fail_7_late_27_early, fail_on_7, inc
+from .funcs import agen, fail_7_late_27_early, fail_on_7, feed_closed_stream, inc
 
 
 def _stage_threads() -> list[str]:
@@ -291,7 +291,11 @@ async def test_stop_with_drain_inside_the_consumer_loop_returns() -> None:
     assert discarded == [49]
 
 
-async def test_drain_inside_the_consumer_loop_then_every_output_comes() -> None:
+@pytest.mark.parametrize("through_wait_for", [False, True])
+async def test_drain_inside_the_consumer_loop_then_every_output_comes(
+    through_wait_for: bool,
+) -> None:
+    """Through ``asyncio.wait_for``, ``drain()`` runs in a task of its own on Python 3.11."""
     p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=2)
     p.add_stage("inc", inc)
     async with p:
@@ -303,9 +307,9 @@ async def test_drain_inside_the_consumer_loop_then_every_output_comes() -> None:
             async for x in p.generate_output_stream():
                 got.append(x)
                 if len(got) == 1:
-                    await p.drain()
+                    await (asyncio.wait_for(p.drain(), 5) if through_wait_for else p.drain())
 
-        await asyncio.wait_for(consume(), 5)
+        await asyncio.wait_for(consume(), 10)
 
     assert got == [x + 1 for x in range(50)]
 
@@ -337,10 +341,7 @@ async def test_clear_output_queue_counts_what_a_consumer_took_and_left() -> None
     p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline()
     p.add_stage("same", lambda x: x)
     async with p:
-        for i in range(10):
-            await p.process_input_data(i)
-        p.close_input()
-        await p.drain()
+        await feed_closed_stream(p, range(10))
         outputs = p.generate_output_stream()
         async for _ in outputs:
             break  # the other 9 came with the same batch
@@ -422,23 +423,3 @@ async def _collect_run(p: AsyncTaskPipeline[int, int], source: object) -> list[i
 
 async def _collect(p: AsyncTaskPipeline[int, int]) -> list[int]:
     return [x async for x in p.generate_output_stream()]
-
-
-async def test_drain_through_wait_for_inside_the_consumer_loop_returns() -> None:
-    """On Python 3.11 ``asyncio.wait_for`` runs ``drain()`` in a task of its own."""
-    p: AsyncTaskPipeline[int, int] = AsyncTaskPipeline(max_queue_size=2)
-    p.add_stage("inc", inc)
-    async with p:
-        for i in range(50):
-            p.put_input_data(i)
-        got: list[int] = []
-
-        async def consume() -> None:
-            async for x in p.generate_output_stream():
-                got.append(x)
-                if len(got) == 1:
-                    await asyncio.wait_for(p.drain(), 5)
-
-        await asyncio.wait_for(consume(), 10)
-
-    assert got == [x + 1 for x in range(50)]
